@@ -1,0 +1,31 @@
+#include "dsrt/block_dequant.h"
+
+#include "dsrt/fp8.h"
+#include "dsrt/ue8m0.h"
+
+float dsrt_scale_value(const void *scales, dsrt_dtype scale_dtype, int64_t index)
+{
+    if (scale_dtype == DSRT_UE8M0) return dsrt_ue8m0_to_f32(((const uint8_t *)scales)[index]);
+    return ((const float *)scales)[index];
+}
+
+dsrt_status dsrt_dequant_blocks(const uint8_t *data, dsrt_dtype dtype, int64_t rows, int64_t cols, const void *scales,
+                                dsrt_dtype scale_dtype, int block_rows, int block_cols, float *out)
+{
+    if (dtype != DSRT_E4M3 && dtype != DSRT_E5M2)
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "block dequantization needs e4m3 or e5m2 data, not %s",
+                          dsrt_dtype_name(dtype));
+    if (scale_dtype != DSRT_F32 && scale_dtype != DSRT_UE8M0)
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "block scales must be f32 or ue8m0, not %s",
+                          dsrt_dtype_name(scale_dtype));
+    if (block_rows < 1 || block_cols < 1 || rows < 0 || cols < 0)
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "bad block %dx%d or shape %lldx%lld", block_rows, block_cols,
+                          (long long)rows, (long long)cols);
+    const float *table = dtype == DSRT_E4M3 ? dsrt_e4m3_values : dsrt_e5m2_values;
+    int64_t scols = (cols + block_cols - 1) / block_cols;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            out[r * cols + c] =
+                table[data[r * cols + c]] * dsrt_scale_value(scales, scale_dtype, (r / block_rows) * scols + c / block_cols);
+    return DSRT_OK;
+}

@@ -1,0 +1,21 @@
+/* The `dsrt` command: one function per subcommand, each in its own cmd_*.c file. */
+#ifndef DSRT_CLI_H
+#define DSRT_CLI_H
+
+#include "dsrt/status.h"
+
+typedef struct dsrt_cli_command {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand name; returns the exit status */
+} dsrt_cli_command;
+
+int dsrt_cmd_devices(int argc, char **argv);
+
+/* Prints "dsrt <cmd>: <message>" to stderr, frees st, returns 1. */
+int dsrt_cli_fail(const char *cmd, dsrt_status st);
+/* Loads plugins named by --backend-plugin FILE options (removing them from argv); returns 0 or prints
+ * the error and returns 1. */
+int dsrt_cli_load_plugins(const char *cmd, int *argc, char **argv);
+
+#endif
