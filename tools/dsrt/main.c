@@ -8,6 +8,7 @@
 
 static const dsrt_cli_command dsrt_commands[] = {
     {"devices", "list backends compiled in and the devices each finds, with capabilities", dsrt_cmd_devices},
+    {"conform", "certify a backend: every op against the CPU reference, JSON and HTML reports", dsrt_cmd_conform},
 };
 
 static void usage(FILE *f)
