@@ -271,17 +271,23 @@ static void cf_check_guards(const cf_case *c, cf_run *R)
             }
         }
         const char *name = cf_operand_name(c->kind, k);
+        const char *what = is_out ? "output" : "input";
         size_t l = strlen(msg);
-        if (before || after)
-            snprintf(msg + l, cap - l, "%s%s '%s': %zu guard byte(s) before and %zu after the view overwritten",
-                     l ? "; " : "", is_out ? "output" : "input", name, before, after);
+        if (before)
+            snprintf(msg + l, cap - l, "%s%s '%s': %zu byte%s before the view overwritten", l ? "; " : "", what, name,
+                     before, before == 1 ? "" : "s");
+        l = strlen(msg);
+        if (after)
+            snprintf(msg + l, cap - l, "%s%s '%s': %zu byte%s past the end of the view overwritten", l ? "; " : "", what,
+                     name, after, after == 1 ? "" : "s");
         l = strlen(msg);
         if (gaps)
-            snprintf(msg + l, cap - l, "%soutput '%s': %zu byte(s) in the padding between rows of the strided view "
-                     "overwritten", l ? "; " : "", name, gaps);
+            snprintf(msg + l, cap - l, "%soutput '%s': %zu byte%s in the padding between rows of the strided view "
+                     "overwritten", l ? "; " : "", name, gaps, gaps == 1 ? "" : "s");
         l = strlen(msg);
         if (inside)
-            snprintf(msg + l, cap - l, "%sinput '%s' was modified (%zu bytes)", l ? "; " : "", name, inside);
+            snprintf(msg + l, cap - l, "%sinput '%s' was modified (%zu byte%s)", l ? "; " : "", name, inside,
+                     inside == 1 ? "" : "s");
         if (t->scaled) {
             const cf_slot *ss = &R->s[k];
             size_t bad = 0;

@@ -61,6 +61,7 @@ static const char *CSS =
     ".tag{display:inline-block;margin-left:6px;padding:0 6px;border-radius:8px;background:#e8edf5;color:#50627a;"
     "font-size:11px}table.cases{table-layout:fixed}td.n{white-space:nowrap}.note{color:#6b7685;font-size:12px}"
     ".selfcheck{margin:12px 0 0;padding:8px 14px;background:#fff8e1;border:1px solid #f0dfa8;border-radius:8px}"
+    "table.fails{table-layout:fixed;border-left:4px solid #c0392b}table.fails td{word-wrap:break-word}"
     "footer{margin-top:34px;color:#5b6675;font-size:12.5px}footer p{margin:4px 0}.kv td:first-child{color:#5b6675;"
     "width:190px}details summary{cursor:pointer;color:#2b5ea7}.ids{columns:2;font-size:12px;margin:6px 0 0}";
 
@@ -234,7 +235,7 @@ dsrt_status cf_write_html(const cf_suite *S, const char *path)
     cf_op_summary rows[DSRT_OP_COUNT + 1];
     int n = cf_summarize_ops(S, rows, DSRT_OP_COUNT + 1);
     fputs("<h2>Results by op</h2>\n<table><tr><th>op</th><th>status</th><th class=\"n\">cases</th><th class=\"n\">"
-          "passed</th><th class=\"n\">failed</th><th class=\"n\">skipped</th><th class=\"n\">worst error / limit</th>"
+          "passed</th><th class=\"n\">failed</th><th class=\"n\">skipped</th><th class=\"n\">worst error &divide; limit</th>"
           "<th>comparison</th></tr>\n", f);
     for (int rank = 0; rank < 3; rank++) /* failing ops first, then passing, then skipped; op order within */
     for (int i = 0; i < n; i++) {
@@ -254,40 +255,24 @@ dsrt_status cf_write_html(const cf_suite *S, const char *path)
     }
     fputs("</table>\n", f);
 
-    /* Failures in full. */
+    /* Failures: one row each, what failed in words, the failing checks' details under it. */
     if (fail) {
-        fprintf(f, "<h2>Failures (%d)</h2>\n", fail);
+        fprintf(f, "<h2>Failures (%d)</h2>\n<table class=\"fails\"><colgroup><col style=\"width:36%%\"><col></colgroup>"
+                "<tr><th>case</th><th>what failed</th></tr>\n", fail);
         for (int i = 0; i < S->nresults; i++) {
             const cf_result *r = &S->results[i];
             if (r->status != CF_FAIL) continue;
-            fputs("<div class=\"fail-box\"><div class=\"mono\"><b>", f);
+            fputs("<tr><td><span class=\"mono\"><b>", f);
             esc(f, r->id);
-            fputs("</b></div><div class=\"mono muted\">", f);
+            fputs("</b></span><div class=\"mono note\">", f);
             operands(f, r);
-            fputs("</div><p>", f);
+            fputs("</div></td><td>", f);
             esc(f, r->reason);
-            fputs("</p>", f);
-            if (r->nchecks) {
-                fputs("<table><tr><th>output</th><th>method</th><th class=\"n\">error</th><th class=\"n\">limit</th>"
-                      "<th>status</th><th>detail</th></tr>", f);
-                for (int j = 0; j < r->nchecks; j++) {
-                    const cf_check_result *k = &r->checks[j];
-                    fprintf(f, "<tr><td class=\"mono\">%s</td><td>%s</td><td class=\"n mono\">", k->output,
-                            k->method ? k->method : "");
-                    num(f, k->error);
-                    fputs("</td><td class=\"n mono\">", f);
-                    num(f, k->limit);
-                    fprintf(f, "</td><td><span class=\"b %s\">%s</span></td><td>", k->pass ? "b-pass" : "b-fail",
-                            k->pass ? "pass" : "fail");
-                    esc(f, k->detail);
-                    fputs("</td></tr>", f);
-                }
-                fputs("</table>", f);
-            }
-            fprintf(f, "<p class=\"muted\">deterministic: %s &middot; canaries: %s</p></div>\n",
-                    r->deterministic < 0 ? "not checked" : r->deterministic ? "yes" : "NO",
-                    r->canaries < 0 ? "not checked" : r->canaries ? "intact" : "DAMAGED");
+            fprintf(f, "<div class=\"note\">deterministic: %s &middot; canaries: %s</div></td></tr>\n",
+                    r->deterministic < 0 ? "not checked" : r->deterministic ? "yes" : "<b>no</b>",
+                    r->canaries < 0 ? "not checked" : r->canaries ? "intact" : "<b>damaged</b>");
         }
+        fputs("</table>\n", f);
     }
 
     /* Skips grouped by reason: one line per distinct reason. */
