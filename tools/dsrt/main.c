@@ -8,6 +8,8 @@
 
 static const dsrt_cli_command dsrt_commands[] = {
     {"devices", "list backends compiled in and the devices each finds, with capabilities", dsrt_cmd_devices},
+    {"logits", "float32 logits of a token sequence (prefill, then decode)", dsrt_cmd_logits},
+    {"bench", "prefill and decode throughput, and decode's fraction of the bandwidth roofline", dsrt_cmd_bench},
 };
 
 static void usage(FILE *f)
