@@ -33,7 +33,8 @@ dsrt_status dsrt_scales_to_ue8m0(const float *s, size_t n, uint8_t *out, const c
         const char *why = ue8m0_encode(s[i], &out[i]);
         if (why) {
             if (bad) *bad = i;
-            return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "%s: scale %zu of %zu is %.9g (%a): %s (UE8M0 scales must be 2^k)",
+            return dsrt_error(DSRT_CODE_INVALID_ARGUMENT,
+                              "%s: scale %zu of %zu is %.9g (%a): %s (UE8M0 scales must be 2^k)",
                               what ? what : "scales", i, n, (double)s[i], (double)s[i], why);
         }
     }
