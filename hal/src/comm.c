@@ -668,28 +668,29 @@ dsrt_status dsrt_comm_stage_get(dsrt_comm_stage_pool *p, size_t bytes, dsrt_comm
     if (!bytes) bytes = 1;
     dsrt_comm_stage *pick = NULL;
     for (int i = 0; i < p->n; i++) {
-        dsrt_comm_stage *st = &p->slots[i];
+        dsrt_comm_stage *st = p->slots[i];
         if (!dsrt_comm_stage_idle(st)) continue;
         if (!pick || (pick->cap < bytes && st->cap > pick->cap)) pick = st;
     }
     if (!pick && p->n >= DSRT_COMM_STAGE_IDLE_MAX) {
         /* Every slot is uploading: wait for one rather than pile up host memory. */
         for (int i = 0; i < p->n && !pick; i++) {
-            if (p->slots[i].held) continue;
-            dsrt_status_free(dsrt_event_sync(p->slots[i].ev));
-            pick = &p->slots[i];
+            if (p->slots[i]->held) continue;
+            dsrt_status_free(dsrt_event_sync(p->slots[i]->ev));
+            pick = p->slots[i];
         }
     }
     if (!pick) {
         if (p->n == p->cap) {
             int nc = p->cap ? p->cap * 2 : 4;
-            dsrt_comm_stage *ns = realloc(p->slots, (size_t)nc * sizeof *ns);
+            dsrt_comm_stage **ns = realloc(p->slots, (size_t)nc * sizeof *ns);
             if (!ns) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of host memory for staging slots");
             p->slots = ns;
             p->cap = nc;
         }
-        pick = &p->slots[p->n++];
-        memset(pick, 0, sizeof *pick);
+        pick = calloc(1, sizeof *pick);
+        if (!pick) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of host memory for a staging slot");
+        p->slots[p->n++] = pick;
     }
     if (pick->cap < bytes) {
         void *h = malloc(bytes);
@@ -727,11 +728,12 @@ void dsrt_comm_stage_drop(dsrt_comm_stage_pool *p, dsrt_comm_stage *st)
 void dsrt_comm_stage_pool_free(dsrt_comm_stage_pool *p)
 {
     for (int i = 0; i < p->n; i++) {
-        if (p->slots[i].ev) {
-            dsrt_status_free(dsrt_event_sync(p->slots[i].ev));
-            dsrt_event_release(p->slots[i].ev);
+        if (p->slots[i]->ev) {
+            dsrt_status_free(dsrt_event_sync(p->slots[i]->ev));
+            dsrt_event_release(p->slots[i]->ev);
         }
-        free(p->slots[i].host);
+        free(p->slots[i]->host);
+        free(p->slots[i]);
     }
     free(p->slots);
     p->slots = NULL;

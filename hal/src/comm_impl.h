@@ -150,7 +150,7 @@ typedef struct dsrt_comm_stage {
 
 typedef struct dsrt_comm_stage_pool {
     dsrt_device *dev;
-    dsrt_comm_stage *slots;
+    dsrt_comm_stage **slots; /* each allocated alone: a held slot's address survives the pool growing */
     int n, cap;
 } dsrt_comm_stage_pool;
 
