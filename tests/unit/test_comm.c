@@ -1333,6 +1333,29 @@ static void mpi_checks(dsrt_comm *c)
     }
     dsrt_status_free(dsrt_stream_sync(mpi_s));
     free_tensor(&a);
+
+    /* point to point between ranks 0 and 1: a send rejected on its rank reaches the receiver as a
+     * failure, a size mismatch fails the receiver, and later pairs still match */
+    if (me <= 1) {
+        int32_t v4[4] = {1, 2, 3, 4};
+        dsrt_tensor t4 = mpi_tensor(DSRT_I32, 4, v4), r3 = mpi_tensor(DSRT_I32, 3, NULL), r4 = mpi_tensor(DSRT_I32, 4, NULL);
+        if (me == 1) {
+            ck_fails(dsrt_send(c, &t4, 0, NULL), DSRT_CODE_INVALID_ARGUMENT, "stream is NULL");
+            ck_ok(dsrt_send(c, &t4, 0, mpi_s));
+            ck_ok(dsrt_send(c, &t4, 0, mpi_s));
+        } else {
+            ck_fails(dsrt_recv(c, &r4, 1, mpi_s), DSRT_CODE_INVALID_ARGUMENT, "rank 1 did not take part");
+            ck_fails(dsrt_recv(c, &r3, 1, mpi_s), DSRT_CODE_INVALID_ARGUMENT, "rank 1 sent more than the 12 bytes");
+            ck_ok(dsrt_recv(c, &r4, 1, mpi_s));
+            int32_t *hv = mpi_download(&r4);
+            for (int i = 0; i < 4; i++) ck_assert_int_eq(hv[i], i + 1);
+            free(hv);
+        }
+        dsrt_status_free(dsrt_stream_sync(mpi_s));
+        free_tensor(&t4);
+        free_tensor(&r3);
+        free_tensor(&r4);
+    }
     int32_t one = me + 1;
     dsrt_tensor x = mpi_tensor(DSRT_I32, 1, &one);
     ck_ok(dsrt_all_reduce(c, &x, &x, DSRT_REDUCE_SUM, mpi_s));
