@@ -209,7 +209,7 @@ static dsrt_status attention(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const
     DSRT_TRY(dsrt_cache_write(s, &lat, &F->d[dev].slots, &k_pe, m->cache_format, c->scale_ue8m0, &ly->kv_cache));
     /* §4: the indexer picks positions when some row sees more than index_topk of them */
     dsrt_tensor idx = {0};
-    if (c->has_indexer) DSRT_TRY(indexer(F, ly, x, &qr, F->max_kv > c->index_topk, &idx));
+    if (c->has_indexer) DSRT_TRY(indexer(F, ly, x, &qr, F->max_kv > c->index_topk || m->always_select, &idx));
     const dsrt_tensor *sel = idx.buf ? &idx : NULL;
     if (sel) DSRT_TRY(dump(F, dev, sel, "indices", ly->index));
     /* 5-7. attention, expanded (prefill) or absorbed (everything else) */

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "dsrt/file_util.h"
 #include "model_internal.h"
@@ -67,7 +68,10 @@ dsrt_status dsrt_model_load(const char *dir, const dsrt_model_options *opt_in, d
         snprintf(path, sizeof path, "(synthetic config)");
         st = dsrt_config_parse(opt.synthetic_config, path, &m->cfg);
     } else {
-        st = dsrt_path_join(path, sizeof path, dir, "config.json");
+        struct stat sb;
+        if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+            st = dsrt_error(DSRT_CODE_NOT_FOUND, "model folder '%s' does not exist", dir);
+        if (!st) st = dsrt_path_join(path, sizeof path, dir, "config.json");
         if (!st) st = dsrt_config_load(path, &m->cfg);
     }
     if (st) goto fail;
@@ -98,6 +102,7 @@ dsrt_status dsrt_model_load(const char *dir, const dsrt_model_options *opt_in, d
     m->n_pages = (ctx + m->page_size - 1) / m->page_size;
     m->rope_positions = m->n_pages * m->page_size;
     m->softmax_scale = (float)dsrt_config_softmax_scale(c);
+    m->always_select = opt.always_select;
     st = opt.synthetic_config ? dsrt_checkpoint_synthetic(&m->cfg, opt.synthetic_seed, &m->ck) : dsrt_checkpoint_open(dir, &m->ck);
     if (st) goto fail;
     if ((st = dsrt_model_load_weights(m, &opt))) goto fail;

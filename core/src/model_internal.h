@@ -111,6 +111,7 @@ struct dsrt_model {
     int64_t n_free;
     int64_t rope_positions; /* rows of the cos/sin tables */
     float softmax_scale;
+    bool always_select;
     char summary[512];
 };
 

@@ -27,6 +27,8 @@ typedef struct dsrt_model_options {
     dsrt_numerics numerics;
     int64_t max_context;       /* KV capacity in tokens over all sequences; 0 = 4096 */
     int page_size;             /* KV cache page size in tokens; 0 = 64 */
+    bool always_select;        /* run the indexer's top-k even when every position fits in index_topk
+                                  (tests: DSA over all positions must equal dense attention) */
     /* Benchmarks: with a config.json text here, `dir` is ignored and the weights are generated
      * (dsrt_checkpoint_synthetic) from synthetic_seed. */
     const char *synthetic_config;
