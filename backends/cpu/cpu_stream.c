@@ -1,6 +1,7 @@
 /* CPU streams: an in-order queue drained by one worker thread per stream (ops fan out to the shared
  * thread pool), events as completion counters, graphs as recorded entry lists. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,10 +32,29 @@ typedef struct dsrt_entry {
     dsrt_op op;
 } dsrt_entry;
 
+/* A graph is shared by its HAL handle and every queued launch of it: the handle may be released while
+ * launches are still queued, so the last of them frees it. */
 struct dsrt_cpu_graph {
     dsrt_entry **entries;
     size_t n;
+    atomic_int refs;
 };
+
+static void dsrt_graph_unref(dsrt_cpu_graph *g)
+{
+    if (!g || atomic_fetch_sub(&g->refs, 1) != 1) return;
+    for (size_t i = 0; i < g->n; i++) free(g->entries[i]);
+    free(g->entries);
+    free(g);
+}
+
+/* Frees a queue entry and drops the references it holds. */
+static void dsrt_entry_free(dsrt_entry *e)
+{
+    if (!e) return;
+    if (e->kind == E_GRAPH) dsrt_graph_unref(e->graph);
+    free(e);
+}
 
 typedef struct dsrt_cpu_stream {
     dsrt_cpu_device *dev;
@@ -124,7 +144,7 @@ static void *dsrt_stream_main(void *arg)
         s->busy = true;
         pthread_mutex_unlock(&s->m);
         dsrt_execute(s, e);
-        free(e);
+        dsrt_entry_free(e);
         pthread_mutex_lock(&s->m);
         s->busy = false;
         if (!s->head) pthread_cond_broadcast(&s->idle);
@@ -186,7 +206,7 @@ static dsrt_status dsrt_submit(dsrt_cpu_stream *s, dsrt_entry *e)
 {
     if (s->capturing) {
         if (e->kind == E_RECORD || e->kind == E_WAIT || e->kind == E_GRAPH) {
-            free(e);
+            dsrt_entry_free(e);
             return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "cpu: events and nested graphs cannot be captured");
         }
         if (s->ncap == s->capcap) {
@@ -204,7 +224,7 @@ static dsrt_status dsrt_submit(dsrt_cpu_stream *s, dsrt_entry *e)
     }
     if (!s->has_worker) {
         dsrt_execute(s, e);
-        free(e);
+        dsrt_entry_free(e);
         return DSRT_OK;
     }
     pthread_mutex_lock(&s->m);
@@ -370,6 +390,7 @@ dsrt_status dsrt_cpu_end_capture(void *sctx, void **gctx)
     }
     g->entries = s->cap;
     g->n = s->ncap;
+    atomic_init(&g->refs, 1);
     s->cap = NULL;
     s->ncap = s->capcap = 0;
     *gctx = g;
@@ -379,15 +400,10 @@ dsrt_status dsrt_cpu_end_capture(void *sctx, void **gctx)
 dsrt_status dsrt_cpu_graph_launch(void *gctx, void *sctx)
 {
     NEW_ENTRY(e, E_GRAPH);
-    e->graph = gctx;
+    dsrt_cpu_graph *g = gctx;
+    atomic_fetch_add(&g->refs, 1); /* the queued launch keeps the graph alive */
+    e->graph = g;
     return dsrt_submit(sctx, e);
 }
 
-void dsrt_cpu_graph_destroy(void *gctx)
-{
-    dsrt_cpu_graph *g = gctx;
-    if (!g) return;
-    for (size_t i = 0; i < g->n; i++) free(g->entries[i]);
-    free(g->entries);
-    free(g);
-}
+void dsrt_cpu_graph_destroy(void *gctx) { dsrt_graph_unref(gctx); }
