@@ -327,22 +327,33 @@ void dsrt_cpu_event_destroy(void *ectx)
     free(ev);
 }
 
+static dsrt_status dsrt_refuse_in_capture(void *sctx)
+{
+    if (((dsrt_cpu_stream *)sctx)->capturing)
+        return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "cpu: events and nested graphs cannot be captured");
+    return DSRT_OK;
+}
+
 dsrt_status dsrt_cpu_event_record(void *ectx, void *sctx)
 {
     dsrt_cpu_event *ev = ectx;
+    /* Refused before a record number is taken: a number handed out and then marked reached would
+     * also mark earlier, still running records of the event as reached. */
+    DSRT_TRY(dsrt_refuse_in_capture(sctx));
     NEW_ENTRY(e, E_RECORD);
     pthread_mutex_lock(&ev->m);
-    e->target = ++ev->pending;
+    uint64_t target = e->target = ++ev->pending;
     pthread_mutex_unlock(&ev->m);
     e->event = ev;
-    dsrt_status st = dsrt_submit(sctx, e);
-    if (st) dsrt_event_reach(ev, e->target); /* never leave a record that will not happen */
+    dsrt_status st = dsrt_submit(sctx, e); /* frees e on failure */
+    if (st) dsrt_event_reach(ev, target); /* never leave a record that will not happen */
     return st;
 }
 
 dsrt_status dsrt_cpu_stream_wait_event(void *sctx, void *ectx)
 {
     dsrt_cpu_event *ev = ectx;
+    DSRT_TRY(dsrt_refuse_in_capture(sctx));
     NEW_ENTRY(e, E_WAIT);
     pthread_mutex_lock(&ev->m);
     e->target = ev->pending;
