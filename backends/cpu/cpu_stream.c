@@ -9,11 +9,14 @@
 
 typedef enum { E_WRITE, E_READ, E_COPY, E_FILL, E_OP, E_RECORD, E_WAIT, E_GRAPH } dsrt_entry_kind;
 
+/* Shared by the HAL handle and every queued record or wait of it: the handle may be released while
+ * they are queued, so the last holder frees it. */
 typedef struct dsrt_cpu_event {
     pthread_mutex_t m;
     pthread_cond_t c;
     uint64_t pending;   /* records issued */
     uint64_t completed; /* records reached */
+    atomic_int refs;
 } dsrt_cpu_event;
 
 typedef struct dsrt_cpu_graph dsrt_cpu_graph;
@@ -48,11 +51,20 @@ static void dsrt_graph_unref(dsrt_cpu_graph *g)
     free(g);
 }
 
+static void dsrt_event_unref(dsrt_cpu_event *ev)
+{
+    if (!ev || atomic_fetch_sub(&ev->refs, 1) != 1) return;
+    pthread_mutex_destroy(&ev->m);
+    pthread_cond_destroy(&ev->c);
+    free(ev);
+}
+
 /* Frees a queue entry and drops the references it holds. */
 static void dsrt_entry_free(dsrt_entry *e)
 {
     if (!e) return;
     if (e->kind == E_GRAPH) dsrt_graph_unref(e->graph);
+    if (e->kind == E_RECORD || e->kind == E_WAIT) dsrt_event_unref(e->event);
     free(e);
 }
 
@@ -312,20 +324,13 @@ dsrt_status dsrt_cpu_event_create(void *dctx, void **ectx)
     if (!ev) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory for a CPU event");
     pthread_mutex_init(&ev->m, NULL);
     pthread_cond_init(&ev->c, NULL);
+    atomic_init(&ev->refs, 1);
     *ectx = ev;
     return DSRT_OK;
 }
 
-void dsrt_cpu_event_destroy(void *ectx)
-{
-    dsrt_cpu_event *ev = ectx;
-    if (!ev) return;
-    /* Work recorded earlier may still reference the event: wait for it. */
-    dsrt_cpu_event_sync(ev);
-    pthread_mutex_destroy(&ev->m);
-    pthread_cond_destroy(&ev->c);
-    free(ev);
-}
+/* Queued records and waits hold their own references, so releasing the handle never blocks. */
+void dsrt_cpu_event_destroy(void *ectx) { dsrt_event_unref(ectx); }
 
 static dsrt_status dsrt_refuse_in_capture(void *sctx)
 {
@@ -344,6 +349,7 @@ dsrt_status dsrt_cpu_event_record(void *ectx, void *sctx)
     pthread_mutex_lock(&ev->m);
     uint64_t target = e->target = ++ev->pending;
     pthread_mutex_unlock(&ev->m);
+    atomic_fetch_add(&ev->refs, 1); /* held by the queued record */
     e->event = ev;
     dsrt_status st = dsrt_submit(sctx, e); /* frees e on failure */
     if (st) dsrt_event_reach(ev, target); /* never leave a record that will not happen */
@@ -358,6 +364,7 @@ dsrt_status dsrt_cpu_stream_wait_event(void *sctx, void *ectx)
     pthread_mutex_lock(&ev->m);
     e->target = ev->pending;
     pthread_mutex_unlock(&ev->m);
+    atomic_fetch_add(&ev->refs, 1); /* held by the queued wait */
     e->event = ev;
     return dsrt_submit(sctx, e);
 }
