@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "dsrt/buffer.h"
 
 typedef enum { E_WRITE, E_READ, E_COPY, E_FILL, E_OP, E_RECORD, E_WAIT, E_GRAPH } dsrt_entry_kind;
 
@@ -33,6 +34,7 @@ typedef struct dsrt_entry {
     uint64_t target;
     dsrt_cpu_graph *graph;
     dsrt_op op;
+    dsrt_cpu_buffer *hold[2]; /* transfers: the buffers they touch, referenced until the entry goes */
 } dsrt_entry;
 
 /* A graph is shared by its HAL handle and every queued launch of it: the handle may be released while
@@ -43,10 +45,28 @@ struct dsrt_cpu_graph {
     atomic_int refs;
 };
 
+static void dsrt_entry_free(dsrt_entry *e);
+
+/* Queued and recorded ops keep the HAL buffers of their operands (and scales) alive. */
+static void dsrt_op_hold(const dsrt_op *op, bool take)
+{
+    const dsrt_tensor *ts[DSRT_OP_MAX_IN + DSRT_OP_MAX_OUT];
+    for (int i = 0; i < DSRT_OP_MAX_IN; i++) ts[i] = &op->in[i];
+    for (int i = 0; i < DSRT_OP_MAX_OUT; i++) ts[DSRT_OP_MAX_IN + i] = &op->out[i];
+    for (int i = 0; i < DSRT_OP_MAX_IN + DSRT_OP_MAX_OUT; i++) {
+        dsrt_buffer *bufs[2] = {ts[i]->buf, ts[i]->buf ? ts[i]->scale.buf : NULL};
+        for (int j = 0; j < 2; j++) {
+            if (!bufs[j]) continue;
+            if (take) dsrt_buffer_retain(bufs[j]);
+            else dsrt_buffer_release(bufs[j]);
+        }
+    }
+}
+
 static void dsrt_graph_unref(dsrt_cpu_graph *g)
 {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1) return;
-    for (size_t i = 0; i < g->n; i++) free(g->entries[i]);
+    for (size_t i = 0; i < g->n; i++) dsrt_entry_free(g->entries[i]);
     free(g->entries);
     free(g);
 }
@@ -65,6 +85,8 @@ static void dsrt_entry_free(dsrt_entry *e)
     if (!e) return;
     if (e->kind == E_GRAPH) dsrt_graph_unref(e->graph);
     if (e->kind == E_RECORD || e->kind == E_WAIT) dsrt_event_unref(e->event);
+    if (e->kind == E_OP) dsrt_op_hold(&e->op, false);
+    for (int i = 0; i < 2; i++) dsrt_cpu_buffer_unref(e->hold[i]);
     free(e);
 }
 
@@ -189,7 +211,7 @@ dsrt_status dsrt_cpu_stream_create(void *dctx, void **sctx)
 
 static void dsrt_free_capture(dsrt_cpu_stream *s)
 {
-    for (size_t i = 0; i < s->ncap; i++) free(s->cap[i]);
+    for (size_t i = 0; i < s->ncap; i++) dsrt_entry_free(s->cap[i]);
     free(s->cap);
     s->cap = NULL;
     s->ncap = s->capcap = 0;
@@ -272,9 +294,16 @@ dsrt_status dsrt_cpu_stream_sync(void *sctx)
 
 static void *dsrt_ptr(void *handle, size_t off) { return (char *)((dsrt_cpu_buffer *)handle)->ptr + off; }
 
+static void dsrt_hold(dsrt_entry *e, int i, void *handle)
+{
+    dsrt_cpu_buffer_ref(handle);
+    e->hold[i] = handle;
+}
+
 dsrt_status dsrt_cpu_write(void *sctx, void *dst, size_t off, const void *src, size_t bytes)
 {
     NEW_ENTRY(e, E_WRITE);
+    dsrt_hold(e, 0, dst);
     e->dst = dsrt_ptr(dst, off);
     e->src = src;
     e->bytes = bytes;
@@ -284,6 +313,7 @@ dsrt_status dsrt_cpu_write(void *sctx, void *dst, size_t off, const void *src, s
 dsrt_status dsrt_cpu_read(void *sctx, void *src, size_t off, void *dst, size_t bytes)
 {
     NEW_ENTRY(e, E_READ);
+    dsrt_hold(e, 0, src);
     e->dst = dst;
     e->src = dsrt_ptr(src, off);
     e->bytes = bytes;
@@ -293,6 +323,8 @@ dsrt_status dsrt_cpu_read(void *sctx, void *src, size_t off, void *dst, size_t b
 dsrt_status dsrt_cpu_copy(void *sctx, void *src, size_t soff, void *dst, size_t doff, size_t bytes)
 {
     NEW_ENTRY(e, E_COPY);
+    dsrt_hold(e, 0, src);
+    dsrt_hold(e, 1, dst);
     e->dst = dsrt_ptr(dst, doff);
     e->src = dsrt_ptr(src, soff);
     e->bytes = bytes;
@@ -302,6 +334,7 @@ dsrt_status dsrt_cpu_copy(void *sctx, void *src, size_t soff, void *dst, size_t 
 dsrt_status dsrt_cpu_fill(void *sctx, void *dst, size_t off, size_t bytes, const void *pattern, size_t psize)
 {
     NEW_ENTRY(e, E_FILL);
+    dsrt_hold(e, 0, dst);
     e->dst = dsrt_ptr(dst, off);
     e->bytes = bytes;
     memcpy(&e->pattern, pattern, psize);
@@ -313,6 +346,7 @@ dsrt_status dsrt_cpu_enqueue_op(void *sctx, const dsrt_op *op)
 {
     NEW_ENTRY(e, E_OP);
     e->op = *op;
+    dsrt_op_hold(op, true);
     return dsrt_submit(sctx, e);
 }
 
