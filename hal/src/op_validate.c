@@ -45,14 +45,11 @@ static void mask_names(unsigned mask, char *buf, size_t len)
         }
 }
 
+/* One past the last byte of a view; SIZE_MAX (fits no buffer) when the extent overflows. */
 static size_t view_end(size_t offset, size_t esize, int ndim, const int64_t *shape, const int64_t *stride)
 {
-    size_t last = 0;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] == 0) return offset;
-        last += (size_t)(shape[i] - 1) * (size_t)stride[i];
-    }
-    return offset + (last + 1) * esize;
+    size_t end;
+    return dsrt_view_end(offset, esize, ndim, shape, stride, &end) ? end : SIZE_MAX;
 }
 
 /* Checks one operand: presence, dtype, rank, that the view (and its scales) fit the buffer, that the
