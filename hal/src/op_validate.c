@@ -254,6 +254,11 @@ static dsrt_status validate(const vctx *v)
         if (p->act_quant) {
             if (w->dtype != DSRT_E4M3) return bad(v, "act_quant needs an e4m3 weight, found %s", dsrt_dtype_name(w->dtype));
             if (K % 128) return bad(v, "act_quant needs K to be a multiple of 128, found %lld", (long long)K);
+            /* Each 1x128 activation block is multiplied by one weight scale: a weight block must not
+             * end inside an activation block. */
+            if (w->scale.block[1] % 128)
+                return bad(v, "act_quant needs weight scale blocks whose width is a multiple of 128, found %dx%d",
+                           w->scale.block[0], w->scale.block[1]);
         }
         if (!isfinite(p->alpha)) return bad(v, "alpha is not finite");
         return DSRT_OK;
