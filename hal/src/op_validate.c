@@ -160,6 +160,9 @@ static dsrt_status weight_scales(const vctx *v, int i)
     if (w->dtype == DSRT_E4M3 && !w->scale.buf)
         return bad(v, "'%s'%s%s is e4m3 but has no block scales", slot_name(v, false, i), w->name ? " " : "",
                    w->name ? w->name : "");
+    if (w->dtype != DSRT_E4M3 && w->scale.buf)
+        return bad(v, "'%s'%s%s is %s and must not carry block scales (only e4m3 weights are scaled)",
+                   slot_name(v, false, i), w->name ? " " : "", w->name ? w->name : "", dsrt_dtype_name(w->dtype));
     return DSRT_OK;
 }
 
