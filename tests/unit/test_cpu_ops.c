@@ -505,7 +505,7 @@ START_TEST(test_cache_write_plain)
             int64_t W1 = W1s[c], W2 = W2s[c], W = W1 + W2;
             dsrt_tensor src = tnew_cols(FLOATS[k], 2, (int64_t[]){T, W1}, 0, 2), src2 = T2(DSRT_BF16, T, W2 ? W2 : 1);
             dsrt_tensor cache = T2(FLOATS[(k + 1) % 3], S, W);
-            float *sv = falloc(T * W1), *s2v = falloc(T * W2 + 1);
+            float *sv = falloc(T * W1), *s2v = falloc(T * (W2 ? W2 : 1));
             frand(&r, sv, T * W1, 1.0f);
             frand(&r, s2v, T * W2, 1.0f);
             tput(&src, sv);
@@ -552,7 +552,7 @@ START_TEST(test_cache_write_fp8)
             ck_assert_int_eq(C, bytes[c]);
             dsrt_tensor src = tnew_cols(DSRT_BF16, 2, (int64_t[]){T, W1}, 3, 0), src2 = T2(DSRT_F32, T, W2 ? W2 : 1);
             dsrt_tensor cache = T2(DSRT_U8, S, C);
-            float *sv = falloc(T * W1), *s2v = falloc(T * W2 + 1), *qv = falloc(128);
+            float *sv = falloc(T * W1), *s2v = falloc(T * (W2 ? W2 : 1)), *qv = falloc(128);
             for (int64_t t = 0; t < T; t++) {
                 float amp = (float)ldexp(1.0, rand_int(&r, -8, 8));
                 for (int64_t i = 0; i < W1; i++) sv[t * W1 + i] = amp * dsrt_rng_normal(&r);

@@ -1205,6 +1205,7 @@ START_TEST(test_plugins)
     ck_ok(dsrt_stream_copy(cs, cb, 0, pb, 0, 256));
     float zero = 0;
     ck_ok(dsrt_stream_fill(cs, cb, 0, 256, &zero, 4));
+    ck_ok(dsrt_stream_sync(cs)); /* the copy below runs on other streams */
     ck_ok(dsrt_stream_copy(ps, pb, 0, cb, 0, 256));
     ck_ok(dsrt_stream_read(cs, cb, 0, out, sizeof out));
     ck_ok(dsrt_stream_sync(cs));
