@@ -564,6 +564,57 @@ START_TEST(test_mla_decode_cache_written_by_op)
 }
 END_TEST
 
+START_TEST(test_paged_positions_without_rows)
+{
+    /* Positions whose page is -1, lies beyond the block table, or whose sequence is not in the table
+     * have no cached row: decode skips them and the indexer scores them -inf. */
+    dsrt_rng r = {38};
+    const int64_t Dc = 16, Dr = 4, page = 2, S = 8, Hh = 2;
+    dsrt_tensor cache = T2(DSRT_F32, S, Dc + Dr), kc = T2(DSRT_F32, S, Dc);
+    float *cv = falloc(S * (Dc + Dr));
+    frand(&r, cv, S * (Dc + Dr), 1.0f);
+    tput(&cache, cv);
+    tput(&kc, cv); /* any keys will do */
+    dsrt_tensor bt = T2(DSRT_I32, 1, 3), bt_full = T2(DSRT_I32, 1, 3);
+    tput_i32(&bt, (const int32_t[]){3, -1, 1});
+    tput_i32(&bt_full, (const int32_t[]){3, 0, 1});
+    dsrt_tensor ql = T3(DSRT_F32, 3, Hh, Dc), qp = T3(DSRT_F32, 3, Hh, Dr);
+    float *qv = falloc(3 * Hh * Dc);
+    frand(&r, qv, 3 * Hh * Dc, 0.5f);
+    tput(&ql, qv);
+    frand(&r, qv, 3 * Hh * Dr, 0.5f);
+    tput(&qp, qv);
+    dsrt_tensor rs = T1(DSRT_I32, 3), kl = T1(DSRT_I32, 3), kl6 = T1(DSRT_I32, 3), idx = T2(DSRT_I32, 3, 4);
+    tput_i32(&rs, (const int32_t[]){0, 0, 5}); /* row 2: a sequence the table does not have */
+    tput_i32(&kl, (const int32_t[]){8, 6, 4}); /* row 0 also reaches past the table (positions 6, 7) */
+    tput_i32(&kl6, (const int32_t[]){6, 6, 4});
+    tput_i32(&idx, (const int32_t[]){0, 1, 4, 5, 0, 1, 4, 5, 0, 1, 2, 3});
+    dsrt_tensor o = T3(DSRT_F32, 3, Hh, Dc), o_idx = T3(DSRT_F32, 3, Hh, Dc);
+    ck_ok(dsrt_mla_decode(E.s, &ql, &qp, &cache, DSRT_CACHE_PLAIN, (int)page, &bt, &rs, &kl, NULL, 0.3f, &o));
+    ck_ok(dsrt_mla_decode(E.s, &ql, &qp, &cache, DSRT_CACHE_PLAIN, (int)page, &bt_full, &rs, &kl6, &idx, 0.3f, &o_idx));
+    env_sync();
+    ck_assert_mem_eq(tbase(&o), tbase(&o_idx), (size_t)(2 * Hh * Dc) * 4); /* rows 0, 1: positions 0, 1, 4, 5 */
+    for (int64_t i = 2 * Hh * Dc; i < 3 * Hh * Dc; i++) ck_assert(tget1(&o, i) == 0.0f);
+
+    dsrt_tensor q = T3(DSRT_F32, 3, 2, Dc), w = T2(DSRT_F32, 3, 2), sc = T2(DSRT_F32, 3, 9), sc_full = T2(DSRT_F32, 3, 9);
+    frand(&r, qv, 3 * 2 * Dc, 1.0f);
+    tput(&q, qv);
+    tput(&w, (const float[]){1, 0.5f, 1, 0.5f, 1, 0.5f});
+    ck_ok(dsrt_indexer_scores(E.s, &q, &w, &kc, DSRT_CACHE_PLAIN, (int)page, &bt, &rs, &kl, 1.0f, &sc));
+    ck_ok(dsrt_indexer_scores(E.s, &q, &w, &kc, DSRT_CACHE_PLAIN, (int)page, &bt_full, &rs, &kl, 1.0f, &sc_full));
+    env_sync();
+    for (int64_t t = 0; t < 3; t++)
+        for (int64_t j = 0; j < 9; j++) {
+            float g = tget1(&sc, t * 9 + j), f = tget1(&sc_full, t * 9 + j);
+            bool missing = t == 2 || j == 2 || j == 3 || j >= 6 || j >= (t == 0 ? 8 : 6);
+            if (missing) ck_assert_msg(g == -INFINITY, "indexer row %lld pos %lld: %g, expected -inf", (long long)t, (long long)j, (double)g);
+            else ck_assert_msg(g == f && isfinite(g), "indexer row %lld pos %lld: %g, expected %g", (long long)t, (long long)j, (double)g, (double)f);
+        }
+    free(cv);
+    free(qv);
+}
+END_TEST
+
 /* ---- indexer scores ---- */
 
 static void indexer_case(dsrt_rng *r, int64_t T, int64_t Hi, int64_t D, bool fp8, bool ints, dsrt_dtype qdt)
@@ -785,6 +836,7 @@ int main(void)
     tcase_add_test(tc, test_mla_decode_plain);
     tcase_add_test(tc, test_mla_decode_fp8);
     tcase_add_test(tc, test_mla_decode_cache_written_by_op);
+    tcase_add_test(tc, test_paged_positions_without_rows);
     tc = ops_tcase(s, "indexer");
     tcase_add_test(tc, test_indexer_scores);
     tcase_add_test(tc, test_topk);
