@@ -902,6 +902,23 @@ START_TEST(test_op_validation_moe_sample)
         dsrt_op empty = dsrt_op_init((dsrt_op_kind)k);
         ck_fails(dsrt_op_validate(&empty), DSRT_CODE_INVALID_ARGUMENT, "is missing");
         ck_fails(dsrt_device_supports(d, &empty), DSRT_CODE_INVALID_ARGUMENT, info->name);
+        /* A stray operand past the op's lists is refused before anything else is looked at. */
+        int nin = 0, nout = 0;
+        while (info->in_names[nin]) nin++;
+        while (info->out_names[nout]) nout++;
+        char want[96];
+        if (nin < DSRT_OP_MAX_IN) {
+            dsrt_op stray = dsrt_op_init((dsrt_op_kind)k);
+            stray.in[nin] = logits;
+            snprintf(want, sizeof want, "%s takes %d inputs; input %d is set", info->name, nin, nin);
+            ck_fails(dsrt_op_validate(&stray), DSRT_CODE_INVALID_ARGUMENT, want);
+        }
+        if (nout < DSRT_OP_MAX_OUT) {
+            dsrt_op stray = dsrt_op_init((dsrt_op_kind)k);
+            stray.out[DSRT_OP_MAX_OUT - 1] = logits;
+            snprintf(want, sizeof want, "%s takes %d outputs; output %d is set", info->name, nout, DSRT_OP_MAX_OUT - 1);
+            ck_fails(dsrt_op_validate(&stray), DSRT_CODE_INVALID_ARGUMENT, want);
+        }
     }
     dsrt_op_kind got;
     ck_fails(dsrt_op_parse("matmul", &got), DSRT_CODE_NOT_FOUND, "unknown op 'matmul'");
