@@ -140,7 +140,7 @@ typedef enum dsrt_op_kind {
     DSRT_OP_MOE_DISPATCH,
     /* in: y_perm [R,H], slot_row [T,k] i32, ids [T,k] i32, weights [T,k] f32, shared [T,H]
      * (optional); out: y [T,H]. acc = 0 (fp32); for j in order of ascending ids[t][j] with
-     * slot_row >= 0: acc += y_perm[slot_row[t][j]] * weights[t][j]; then acc += shared[t];
+     * 0 <= slot_row < R: acc += y_perm[slot_row[t][j]] * weights[t][j]; then acc += shared[t];
      * y[t] = round(acc). This is the official accumulation order. */
     DSRT_OP_MOE_COMBINE,
     /* Token sampling. in: logits [B,V] f32, uniform [B] f32 in [0,1); out: ids [B] i32.
