@@ -185,6 +185,7 @@ static dsrt_status dsrt_cpu_buffer_alloc(void *dctx, size_t bytes, void **handle
     if (!b) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of host memory for a buffer record");
     b->size = bytes;
     b->owned = true;
+    atomic_init(&b->refs, 1);
 #ifdef DSRT_HAVE_NUMA
     /* Large buffers (weights, caches) spread over all nodes so every node's threads find part of
      * the data near them. */
@@ -208,10 +209,11 @@ static dsrt_status dsrt_cpu_buffer_alloc(void *dctx, size_t bytes, void **handle
     return DSRT_OK;
 }
 
-static void dsrt_cpu_buffer_free(void *dctx, void *handle)
+void dsrt_cpu_buffer_ref(dsrt_cpu_buffer *b) { atomic_fetch_add(&b->refs, 1); }
+
+void dsrt_cpu_buffer_unref(dsrt_cpu_buffer *b)
 {
-    dsrt_cpu_buffer *b = handle;
-    if (!b) return;
+    if (!b || atomic_fetch_sub(&b->refs, 1) != 1) return;
     if (b->owned) {
 #ifdef DSRT_HAVE_NUMA
         if (b->numa_alloc) numa_free(b->ptr, b->size);
@@ -222,12 +224,15 @@ static void dsrt_cpu_buffer_free(void *dctx, void *handle)
     free(b);
 }
 
+static void dsrt_cpu_buffer_free(void *dctx, void *handle) { dsrt_cpu_buffer_unref(handle); }
+
 static dsrt_status dsrt_cpu_buffer_wrap_host(void *dctx, void *ptr, size_t bytes, void **handle)
 {
     dsrt_cpu_buffer *b = calloc(1, sizeof *b);
     if (!b) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of host memory for a buffer record");
     b->ptr = ptr;
     b->size = bytes;
+    atomic_init(&b->refs, 1);
     *handle = b;
     return DSRT_OK;
 }
