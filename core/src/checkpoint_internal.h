@@ -8,6 +8,7 @@
 typedef struct {
     char *path;
     dsrt_mapped_file map;
+    int borrowed; /* memory the caller owns (an embedded checkpoint): not unmapped */
 } dsrt_shard;
 
 struct dsrt_checkpoint {

@@ -64,9 +64,9 @@ dsrt_status dsrt_model_load(const char *dir, const dsrt_model_options *opt_in, d
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     char path[2048];
     dsrt_status st = DSRT_OK;
-    if (opt.synthetic_config) {
-        snprintf(path, sizeof path, "(synthetic config)");
-        st = dsrt_config_parse(opt.synthetic_config, path, &m->cfg);
+    if (opt.synthetic_config || opt.memory_config) {
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        st = dsrt_config_parse(opt.synthetic_config ? opt.synthetic_config : opt.memory_config, path, &m->cfg);
     } else {
         struct stat sb;
         if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
@@ -103,7 +103,9 @@ dsrt_status dsrt_model_load(const char *dir, const dsrt_model_options *opt_in, d
     m->rope_positions = m->n_pages * m->page_size;
     m->softmax_scale = (float)dsrt_config_softmax_scale(c);
     m->always_select = opt.always_select;
-    st = opt.synthetic_config ? dsrt_checkpoint_synthetic(&m->cfg, opt.synthetic_seed, &m->ck) : dsrt_checkpoint_open(dir, &m->ck);
+    if (opt.synthetic_config) st = dsrt_checkpoint_synthetic(&m->cfg, opt.synthetic_seed, &m->ck);
+    else if (opt.memory_config) st = dsrt_checkpoint_open_memory(dir, opt.memory_weights, opt.memory_weights_size, &m->ck);
+    else st = dsrt_checkpoint_open(dir, &m->ck);
     if (st) goto fail;
     if ((st = dsrt_model_load_weights(m, &opt))) goto fail;
     if ((st = dsrt_model_alloc_caches(m))) goto fail;

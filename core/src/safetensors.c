@@ -253,13 +253,38 @@ dsrt_status dsrt_checkpoint_open(const char *dir, dsrt_checkpoint **out)
     return DSRT_OK;
 }
 
+dsrt_status dsrt_checkpoint_open_memory(const char *name, const void *data, size_t size, dsrt_checkpoint **out)
+{
+    *out = NULL;
+    if (!data || !size) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "%s: empty checkpoint", name);
+    dsrt_checkpoint *ck;
+    DSRT_TRY(dsrt_checkpoint_new(name, &ck));
+    dsrt_status st = DSRT_OK;
+    ck->shards = calloc(1, sizeof *ck->shards);
+    if (!ck->shards || !(ck->shards[0].path = strdup(name))) st = dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory");
+    if (!st) {
+        ck->shards[0].map.data = (void *)data;
+        ck->shards[0].map.size = size;
+        ck->shards[0].borrowed = 1;
+        ck->nshards = 1;
+        st = parse_shard(ck, 0);
+    }
+    if (!st) st = dsrt_checkpoint_finish(ck);
+    if (st) {
+        dsrt_checkpoint_close(ck);
+        return st;
+    }
+    *out = ck;
+    return DSRT_OK;
+}
+
 void dsrt_checkpoint_close(dsrt_checkpoint *ck)
 {
     if (!ck) return;
     for (size_t i = 0; i < ck->n; i++) free(ck->tensors[i].name);
     free(ck->tensors);
     for (int i = 0; i < ck->nshards; i++) {
-        dsrt_unmap_file(&ck->shards[i].map);
+        if (!ck->shards[i].borrowed) dsrt_unmap_file(&ck->shards[i].map);
         free(ck->shards[i].path);
     }
     free(ck->shards);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "cpu/cpu_ops.h"
+#include "cpu_simd.h"
 #include "dsrt/act_quant.h"
 #include "dsrt/hadamard.h"
 
@@ -57,7 +58,7 @@ DSRT_SIMD_CLONES void dsrt_cpu_e4m3_to_f32(const uint8_t *in, int64_t n, float *
     for (int64_t i = 0; i < n; i++) out[i] = e4m3_bits(in[i]);
 }
 
-DSRT_SIMD_CLONES float dsrt_cpu_dot_e4m3(const float *x, const uint8_t *w, int64_t n)
+DSRT_SIMD_CLONES static float dot_e4m3_portable(const float *x, const uint8_t *w, int64_t n)
 {
     float acc[16] = {0};
     int64_t i = 0;
@@ -69,7 +70,7 @@ DSRT_SIMD_CLONES float dsrt_cpu_dot_e4m3(const float *x, const uint8_t *w, int64
     return s;
 }
 
-DSRT_SIMD_CLONES float dsrt_cpu_dot_bf16(const float *x, const uint16_t *w, int64_t n)
+DSRT_SIMD_CLONES static float dot_bf16_portable(const float *x, const uint16_t *w, int64_t n)
 {
     float acc[16] = {0};
     int64_t i = 0;
@@ -413,4 +414,14 @@ dsrt_status dsrt_cpu_cache_write(dsrt_pool *pool, const dsrt_op *op)
     dsrt_cpu_job_init(&job, op);
     dsrt_pool_run(pool, op->in[0].shape[0], 4, cache_rows, &job);
     return dsrt_job_status(&job);
+}
+
+float dsrt_cpu_dot_e4m3(const float *x, const uint8_t *w, int64_t n)
+{
+    return dsrt_cpu_avx2() ? dsrt_cpu_dot_e4m3_avx2(x, w, n) : dot_e4m3_portable(x, w, n);
+}
+
+float dsrt_cpu_dot_bf16(const float *x, const uint16_t *w, int64_t n)
+{
+    return dsrt_cpu_avx2() ? dsrt_cpu_dot_bf16_avx2(x, w, n) : dot_bf16_portable(x, w, n);
 }

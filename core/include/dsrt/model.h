@@ -33,6 +33,11 @@ typedef struct dsrt_model_options {
      * (dsrt_checkpoint_synthetic) from synthetic_seed. */
     const char *synthetic_config;
     uint64_t synthetic_seed;
+    /* A model in memory (the embedded default model): config.json text and one safetensors file's bytes,
+     * which must outlive the model; `dir` then only names it in messages. */
+    const char *memory_config;
+    const void *memory_weights;
+    size_t memory_weights_size;
     /* Called while loading with bytes done and total; may be NULL. */
     void (*progress)(void *ctx, uint64_t done, uint64_t total);
     void *progress_ctx;

@@ -29,6 +29,9 @@ typedef struct dsrt_checkpoint dsrt_checkpoint;
 
 /* Opens `dir`/model.safetensors.index.json and its shards, or `dir`/model.safetensors. */
 dsrt_status dsrt_checkpoint_open(const char *dir, dsrt_checkpoint **out);
+/* A checkpoint of one safetensors file already in memory (e.g. compiled into the program), which must
+ * outlive the checkpoint; `name` appears in messages. */
+dsrt_status dsrt_checkpoint_open_memory(const char *name, const void *data, size_t size, dsrt_checkpoint **out);
 void dsrt_checkpoint_close(dsrt_checkpoint *ck);
 
 size_t dsrt_checkpoint_count(const dsrt_checkpoint *ck);
