@@ -8,6 +8,10 @@
 
 static const dsrt_cli_command dsrt_commands[] = {
     {"devices", "list backends compiled in and the devices each finds, with capabilities", dsrt_cmd_devices},
+    {"tokenize", "print the token ids of a text (tokenizer.json)", dsrt_cmd_tokenize},
+    {"detokenize", "print the text of token ids (tokenizer.json)", dsrt_cmd_detokenize},
+    {"encode", "print the DeepSeek-V3.2 prompt for an OpenAI-style chat request", dsrt_cmd_encode},
+    {"parse", "parse a DeepSeek-V3.2 completion into an assistant message (JSON)", dsrt_cmd_parse},
 };
 
 static void usage(FILE *f)
