@@ -100,9 +100,9 @@ static dsrt_status emit(dsrt_detok_stream *s, size_t n, const char **text, size_
         s->out = o;
         s->out_cap = nc;
     }
-    memcpy(s->out, s->buf, n);
+    if (n) memcpy(s->out, s->buf, n); /* buf is NULL until the first non-empty token */
     s->out[n] = 0;
-    memmove(s->buf, s->buf + n, s->held - n);
+    if (n && s->held > n) memmove(s->buf, s->buf + n, s->held - n);
     s->held -= n;
     *text = s->out;
     *len = n;
@@ -126,7 +126,7 @@ dsrt_status dsrt_detok_stream_push(dsrt_detok_stream *s, int32_t id, const char 
         s->buf = b;
         s->cap = nc;
     }
-    memcpy(s->buf + s->held, t->bytes_pool + t->bytes_off[id], add);
+    if (add) memcpy(s->buf + s->held, t->bytes_pool + t->bytes_off[id], add);
     s->held += add;
     size_t keep = incomplete_tail((const unsigned char *)s->buf, s->held);
     return emit(s, s->held - keep, text, len);

@@ -77,6 +77,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 
 static int push_ids(dsrt_token_ids *out, const int32_t *ids, size_t n)
 {
+    if (!n) return 0;
     if (grow((void **)&out->ids, &out->cap, out->n + n, sizeof *out->ids)) return -1;
     memcpy(out->ids + out->n, ids, n * sizeof *ids);
     out->n += n;

@@ -102,7 +102,10 @@ int dsrt_cmd_tokenize(int argc, char **argv)
     else
         len = strlen(text);
     dsrt_token_ids ids = {0};
-    if (!st) st = dsrt_tokenizer_encode(tok, text_file ? buf : text, len, flags, &ids);
+    if (!st) {
+        st = dsrt_tokenizer_encode(tok, text_file ? buf : text, len, flags, &ids);
+        if (st && text_file) st = dsrt_status_wrap(st, "%s", text_file);
+    }
     free(buf);
     dsrt_tokenizer_free(tok);
     if (st) return dsrt_cli_fail("tokenize", st);
