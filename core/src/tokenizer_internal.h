@@ -121,6 +121,7 @@ struct dsrt_tokenizer {
     /* decoded bytes -> id for byte-level tokens of the model vocabulary (whole-word lookups) */
     dsrt_tok_strmap by_bytes;
 
+    size_t model_vocab_count; /* entries in model.vocab (the tokenizers library's "vocab size") */
     int32_t byte_id[256]; /* id of the single-byte token for each byte, or -1 */
     dsrt_tok_pairmap merges;
     int ignore_merges;

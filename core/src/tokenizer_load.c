@@ -345,7 +345,24 @@ static int trie_insert(dsrt_tok_trie *tr, const char *s, size_t len, int32_t add
     return 0;
 }
 
-static dsrt_status parse_added_tokens(dsrt_tokenizer *t, const cJSON *list, int32_t *max_id)
+/* The id the tokenizers library gives an added token when it loads the file: the vocabulary's id when the
+ * content is already a token (or an earlier added token), otherwise the next id after the vocabulary and the
+ * added tokens so far. Files the library wrote agree with their "id" fields; a file edited by hand may not,
+ * and then the library's numbering is the one models were trained with. */
+static int32_t added_token_id(const dsrt_tokenizer *t, const char *content, size_t model_count)
+{
+    for (size_t i = t->n_added - 1; i-- > 0;) /* the entry being added is the last one; search the earlier */
+        if (strcmp(t->added[i].content, content) == 0) return t->added[i].id;
+    int32_t id = dsrt_tok_strmap_get(&t->by_text, t->text_pool, content, strlen(content));
+    if (id >= 0) return id;
+    int32_t max = -1;
+    for (size_t i = 0; i + 1 < t->n_added; i++)
+        if (t->added[i].id > max) max = t->added[i].id;
+    if (max < 0) return (int32_t)model_count;
+    return (max >= (int32_t)model_count || model_count == 0) ? max + 1 : (int32_t)model_count;
+}
+
+static dsrt_status parse_added_tokens(dsrt_tokenizer *t, const cJSON *list, size_t model_count, int32_t *max_id)
 {
     if (!list || cJSON_IsNull(list)) return DSRT_OK;
     if (!cJSON_IsArray(list))
@@ -369,12 +386,13 @@ static dsrt_status parse_added_tokens(dsrt_tokenizer *t, const cJSON *list, int3
             return dsrt_error(DSRT_CODE_DATA_LOSS, "%s: %s.content: expected a string, found %s", t->name, where,
                               json_type_name(content));
         dsrt_tok_added *at = &t->added[t->n_added++];
-        at->id = (int32_t)id->valuedouble;
         at->len = strlen(content->valuestring);
         at->content = malloc(at->len + 1);
         if (!at->content) return oom("added tokens");
         memcpy(at->content, content->valuestring, at->len + 1);
-        int v;
+        /* the file's "id" is checked for form only: tokenizers recomputes it, and so does dsrt */
+        at->id = added_token_id(t, at->content, model_count);
+        int v = 0;
         DSRT_TRY(get_bool(a, "single_word", 0, where, t->name, &v));
         at->single_word = (unsigned char)v;
         DSRT_TRY(get_bool(a, "lstrip", 0, where, t->name, &v));
@@ -508,6 +526,7 @@ static dsrt_status parse_model(dsrt_tokenizer *t, const cJSON *model, vocab_entr
         return dsrt_error(DSRT_CODE_DATA_LOSS, "%s: model.vocab: expected an object, found %s", t->name,
                           json_type_name(vocab));
     size_t n = (size_t)cJSON_GetArraySize(vocab);
+    t->model_vocab_count = n;
     vocab_entry *entries = calloc(n ? n : 1, sizeof *entries);
     int32_t *ids = calloc(n ? n : 1, sizeof *ids);
     if (!entries || !ids) {
@@ -761,7 +780,9 @@ static dsrt_status load_from_json(dsrt_tokenizer *t, const cJSON *root)
     int32_t model_max = -1, added_max = -1;
     vocab_entry *by_id = NULL;
     dsrt_status st = parse_model(t, cJSON_GetObjectItemCaseSensitive(root, "model"), &by_id, &model_max);
-    if (!st) st = parse_added_tokens(t, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), &added_max);
+    if (!st)
+        st = parse_added_tokens(t, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), t->model_vocab_count,
+                                &added_max);
     if (!st) {
         t->vocab_size = (model_max > added_max ? model_max : added_max) + 1;
         st = build_id_tables(t, by_id, model_max);

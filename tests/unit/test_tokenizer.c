@@ -427,6 +427,31 @@ START_TEST(test_encode_decode_errors)
 }
 END_TEST
 
+/* Added-token ids as the tokenizers library assigns them on load: a content already in the vocabulary keeps
+ * its id, the others are numbered after the vocabulary, whatever the file's "id" fields say. Expected values
+ * from tokenizers 0.23.3 on this same JSON ("a" is also an added token, so it is cut out of "ab" first). */
+START_TEST(test_added_token_ids_as_tokenizers)
+{
+    const char *json =
+        "{\"added_tokens\": [{\"id\": 7, \"content\": \"<x>\", \"special\": true}, {\"id\": 0, \"content\": \"a\"}, "
+        "{\"id\": 9, \"content\": \"<y>\"}], \"normalizer\": null, \"pre_tokenizer\": {\"type\": \"ByteLevel\", "
+        "\"add_prefix_space\": false, \"use_regex\": false}, \"decoder\": {\"type\": \"ByteLevel\"}, \"model\": "
+        "{\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 5}, \"merges\": [\"a b\"]}}";
+    dsrt_tokenizer *tok = NULL;
+    ck_ok(dsrt_tokenizer_from_json(json, strlen(json), "inline.json", &tok));
+    ck_assert_int_eq(dsrt_tokenizer_token_id(tok, "<x>"), 3);
+    ck_assert_int_eq(dsrt_tokenizer_token_id(tok, "<y>"), 4);
+    ck_assert_int_eq(dsrt_tokenizer_vocab_size(tok), 6);
+    dsrt_token_ids ids = {0};
+    ck_ok(dsrt_tokenizer_encode(tok, "ab<x>a<y>", 9, 0, &ids));
+    int32_t want[] = {0, 1, 3, 0, 4};
+    ck_assert_uint_eq(ids.n, 5);
+    ck_assert_mem_eq(ids.ids, want, sizeof want);
+    dsrt_token_ids_free(&ids);
+    dsrt_tokenizer_free(tok);
+}
+END_TEST
+
 /* ---- speed -------------------------------------------------------------------------------------------- */
 
 /* A varied document of at least `min_tokens` tokens: words from a generated lexicon drawn with a skewed
@@ -531,6 +556,7 @@ int main(void)
     tcase_add_test(tc, test_stream_holds_split_characters);
     tcase_add_test(tc, test_load_errors);
     tcase_add_test(tc, test_encode_decode_errors);
+    tcase_add_test(tc, test_added_token_ids_as_tokenizers);
     tcase_add_test(tc, test_speed_100k_tokens);
     suite_add_tcase(s, tc);
     return dsrt_run_suite(s);
