@@ -16,6 +16,7 @@ typedef struct dsrt_cpu_backend {
     dsrt_device_caps caps;
     int cpus[1024]; /* the CPUs the process may run on, NUMA node by node */
     int ncpus;
+    int ndevices;   /* DSRT_CPU_DEVICES: the cores split into this many devices (default 1) */
 } dsrt_cpu_backend;
 
 static int dsrt_env_int(const char *name, int dflt)
@@ -111,6 +112,11 @@ static dsrt_status dsrt_cpu_init(void **bctx)
     c->native_bf16 = dsrt_cpu_flag("avx512_bf16") || dsrt_cpu_flag("amx_bf16");
     c->native_fp16 = dsrt_cpu_flag("avx512_fp16");
     c->unified_memory = true;
+    /* Several CPU devices (each with its own share of the cores) let placements split a model across
+     * "devices" on one host: NUMA nodes, or tests of multi-device placement. */
+    b->ndevices = dsrt_env_int("DSRT_CPU_DEVICES", 1);
+    if (b->ndevices < 1) b->ndevices = 1;
+    if (b->ndevices > 64) b->ndevices = 64;
     *bctx = b;
     return DSRT_OK;
 }
@@ -119,13 +125,26 @@ static void dsrt_cpu_deinit(void *bctx) { free(bctx); }
 
 static dsrt_status dsrt_cpu_device_count(void *bctx, int *count, char *why, size_t why_len)
 {
-    *count = 1;
+    *count = ((dsrt_cpu_backend *)bctx)->ndevices;
     return DSRT_OK;
+}
+
+/* Device i owns the i-th share of the CPU list (at least one core). */
+static void dsrt_cpu_share(const dsrt_cpu_backend *b, int index, int *first, int *count)
+{
+    int n = b->ncpus / b->ndevices;
+    if (n < 1) n = 1;
+    *first = (index * n) % b->ncpus;
+    *count = index == b->ndevices - 1 && b->ndevices * n <= b->ncpus ? b->ncpus - *first : n;
 }
 
 static dsrt_status dsrt_cpu_device_caps(void *bctx, int index, dsrt_device_caps *caps)
 {
-    *caps = ((dsrt_cpu_backend *)bctx)->caps;
+    dsrt_cpu_backend *b = bctx;
+    *caps = b->caps;
+    int first, count;
+    dsrt_cpu_share(b, index, &first, &count);
+    caps->compute_units = count;
     return DSRT_OK;
 }
 
@@ -134,14 +153,16 @@ static dsrt_status dsrt_cpu_device_open(void *bctx, int index, void **dctx)
     dsrt_cpu_backend *b = bctx;
     dsrt_cpu_device *d = calloc(1, sizeof *d);
     if (!d) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory opening the CPU device");
-    d->threads = dsrt_env_int("DSRT_CPU_THREADS", b->ncpus);
+    int first, count;
+    dsrt_cpu_share(b, index, &first, &count);
+    d->threads = dsrt_env_int("DSRT_CPU_THREADS", count);
     if (d->threads < 1) d->threads = 1;
     d->numa_nodes = b->caps.numa_nodes;
     d->inline_streams = dsrt_env_int("DSRT_CPU_SYNC", 0) != 0;
     /* Pin workers only when there are several NUMA nodes: there placement matters; elsewhere the
      * scheduler does as well and pinning fights other processes. */
     bool pin = d->numa_nodes > 1;
-    dsrt_status st = dsrt_pool_create(d->threads, pin ? b->cpus : NULL, pin ? b->ncpus : 0, &d->pool);
+    dsrt_status st = dsrt_pool_create(d->threads, pin ? b->cpus + first : NULL, pin ? count : 0, &d->pool);
     if (st) {
         free(d);
         return st;
@@ -164,6 +185,7 @@ static dsrt_status dsrt_cpu_buffer_alloc(void *dctx, size_t bytes, void **handle
     if (!b) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of host memory for a buffer record");
     b->size = bytes;
     b->owned = true;
+    atomic_init(&b->refs, 1);
 #ifdef DSRT_HAVE_NUMA
     /* Large buffers (weights, caches) spread over all nodes so every node's threads find part of
      * the data near them. */
@@ -187,10 +209,11 @@ static dsrt_status dsrt_cpu_buffer_alloc(void *dctx, size_t bytes, void **handle
     return DSRT_OK;
 }
 
-static void dsrt_cpu_buffer_free(void *dctx, void *handle)
+void dsrt_cpu_buffer_ref(dsrt_cpu_buffer *b) { atomic_fetch_add(&b->refs, 1); }
+
+void dsrt_cpu_buffer_unref(dsrt_cpu_buffer *b)
 {
-    dsrt_cpu_buffer *b = handle;
-    if (!b) return;
+    if (!b || atomic_fetch_sub(&b->refs, 1) != 1) return;
     if (b->owned) {
 #ifdef DSRT_HAVE_NUMA
         if (b->numa_alloc) numa_free(b->ptr, b->size);
@@ -201,12 +224,15 @@ static void dsrt_cpu_buffer_free(void *dctx, void *handle)
     free(b);
 }
 
+static void dsrt_cpu_buffer_free(void *dctx, void *handle) { dsrt_cpu_buffer_unref(handle); }
+
 static dsrt_status dsrt_cpu_buffer_wrap_host(void *dctx, void *ptr, size_t bytes, void **handle)
 {
     dsrt_cpu_buffer *b = calloc(1, sizeof *b);
     if (!b) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of host memory for a buffer record");
     b->ptr = ptr;
     b->size = bytes;
+    atomic_init(&b->refs, 1);
     *handle = b;
     return DSRT_OK;
 }

@@ -2,6 +2,7 @@
 #ifndef DSRT_CPU_BACKEND_H
 #define DSRT_CPU_BACKEND_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -15,12 +16,19 @@ typedef struct dsrt_cpu_device {
     bool inline_streams; /* DSRT_CPU_SYNC=1: run work at enqueue time (debugging) */
 } dsrt_cpu_device;
 
+/* Shared by the HAL buffer and the queued transfers that touch it: the HAL handle may be released
+ * while work on it is still queued (as cudaFree and clReleaseMemObject allow), so the last holder
+ * frees the memory. */
 typedef struct dsrt_cpu_buffer {
     void *ptr;
     size_t size;
     bool owned;       /* false for wrapped host memory */
     bool numa_alloc;  /* freed with numa_free */
+    atomic_int refs;
 } dsrt_cpu_buffer;
+
+void dsrt_cpu_buffer_ref(dsrt_cpu_buffer *b);
+void dsrt_cpu_buffer_unref(dsrt_cpu_buffer *b);
 
 /* Runs one validated op on the pool (kernels/cpu). */
 dsrt_status dsrt_cpu_run_op(dsrt_pool *pool, const dsrt_op *op);

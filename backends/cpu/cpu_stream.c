@@ -1,18 +1,23 @@
 /* CPU streams: an in-order queue drained by one worker thread per stream (ops fan out to the shared
  * thread pool), events as completion counters, graphs as recorded entry lists. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "dsrt/buffer.h"
 
 typedef enum { E_WRITE, E_READ, E_COPY, E_FILL, E_OP, E_RECORD, E_WAIT, E_GRAPH } dsrt_entry_kind;
 
+/* Shared by the HAL handle and every queued record or wait of it: the handle may be released while
+ * they are queued, so the last holder frees it. */
 typedef struct dsrt_cpu_event {
     pthread_mutex_t m;
     pthread_cond_t c;
     uint64_t pending;   /* records issued */
     uint64_t completed; /* records reached */
+    atomic_int refs;
 } dsrt_cpu_event;
 
 typedef struct dsrt_cpu_graph dsrt_cpu_graph;
@@ -29,12 +34,61 @@ typedef struct dsrt_entry {
     uint64_t target;
     dsrt_cpu_graph *graph;
     dsrt_op op;
+    dsrt_cpu_buffer *hold[2]; /* transfers: the buffers they touch, referenced until the entry goes */
 } dsrt_entry;
 
+/* A graph is shared by its HAL handle and every queued launch of it: the handle may be released while
+ * launches are still queued, so the last of them frees it. */
 struct dsrt_cpu_graph {
     dsrt_entry **entries;
     size_t n;
+    atomic_int refs;
 };
+
+static void dsrt_entry_free(dsrt_entry *e);
+
+/* Queued and recorded ops keep the HAL buffers of their operands (and scales) alive. */
+static void dsrt_op_hold(const dsrt_op *op, bool take)
+{
+    const dsrt_tensor *ts[DSRT_OP_MAX_IN + DSRT_OP_MAX_OUT];
+    for (int i = 0; i < DSRT_OP_MAX_IN; i++) ts[i] = &op->in[i];
+    for (int i = 0; i < DSRT_OP_MAX_OUT; i++) ts[DSRT_OP_MAX_IN + i] = &op->out[i];
+    for (int i = 0; i < DSRT_OP_MAX_IN + DSRT_OP_MAX_OUT; i++) {
+        dsrt_buffer *bufs[2] = {ts[i]->buf, ts[i]->buf ? ts[i]->scale.buf : NULL};
+        for (int j = 0; j < 2; j++) {
+            if (!bufs[j]) continue;
+            if (take) dsrt_buffer_retain(bufs[j]);
+            else dsrt_buffer_release(bufs[j]);
+        }
+    }
+}
+
+static void dsrt_graph_unref(dsrt_cpu_graph *g)
+{
+    if (!g || atomic_fetch_sub(&g->refs, 1) != 1) return;
+    for (size_t i = 0; i < g->n; i++) dsrt_entry_free(g->entries[i]);
+    free(g->entries);
+    free(g);
+}
+
+static void dsrt_event_unref(dsrt_cpu_event *ev)
+{
+    if (!ev || atomic_fetch_sub(&ev->refs, 1) != 1) return;
+    pthread_mutex_destroy(&ev->m);
+    pthread_cond_destroy(&ev->c);
+    free(ev);
+}
+
+/* Frees a queue entry and drops the references it holds. */
+static void dsrt_entry_free(dsrt_entry *e)
+{
+    if (!e) return;
+    if (e->kind == E_GRAPH) dsrt_graph_unref(e->graph);
+    if (e->kind == E_RECORD || e->kind == E_WAIT) dsrt_event_unref(e->event);
+    if (e->kind == E_OP) dsrt_op_hold(&e->op, false);
+    for (int i = 0; i < 2; i++) dsrt_cpu_buffer_unref(e->hold[i]);
+    free(e);
+}
 
 typedef struct dsrt_cpu_stream {
     dsrt_cpu_device *dev;
@@ -124,7 +178,7 @@ static void *dsrt_stream_main(void *arg)
         s->busy = true;
         pthread_mutex_unlock(&s->m);
         dsrt_execute(s, e);
-        free(e);
+        dsrt_entry_free(e);
         pthread_mutex_lock(&s->m);
         s->busy = false;
         if (!s->head) pthread_cond_broadcast(&s->idle);
@@ -157,7 +211,7 @@ dsrt_status dsrt_cpu_stream_create(void *dctx, void **sctx)
 
 static void dsrt_free_capture(dsrt_cpu_stream *s)
 {
-    for (size_t i = 0; i < s->ncap; i++) free(s->cap[i]);
+    for (size_t i = 0; i < s->ncap; i++) dsrt_entry_free(s->cap[i]);
     free(s->cap);
     s->cap = NULL;
     s->ncap = s->capcap = 0;
@@ -186,7 +240,7 @@ static dsrt_status dsrt_submit(dsrt_cpu_stream *s, dsrt_entry *e)
 {
     if (s->capturing) {
         if (e->kind == E_RECORD || e->kind == E_WAIT || e->kind == E_GRAPH) {
-            free(e);
+            dsrt_entry_free(e);
             return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "cpu: events and nested graphs cannot be captured");
         }
         if (s->ncap == s->capcap) {
@@ -204,7 +258,7 @@ static dsrt_status dsrt_submit(dsrt_cpu_stream *s, dsrt_entry *e)
     }
     if (!s->has_worker) {
         dsrt_execute(s, e);
-        free(e);
+        dsrt_entry_free(e);
         return DSRT_OK;
     }
     pthread_mutex_lock(&s->m);
@@ -240,9 +294,16 @@ dsrt_status dsrt_cpu_stream_sync(void *sctx)
 
 static void *dsrt_ptr(void *handle, size_t off) { return (char *)((dsrt_cpu_buffer *)handle)->ptr + off; }
 
+static void dsrt_hold(dsrt_entry *e, int i, void *handle)
+{
+    dsrt_cpu_buffer_ref(handle);
+    e->hold[i] = handle;
+}
+
 dsrt_status dsrt_cpu_write(void *sctx, void *dst, size_t off, const void *src, size_t bytes)
 {
     NEW_ENTRY(e, E_WRITE);
+    dsrt_hold(e, 0, dst);
     e->dst = dsrt_ptr(dst, off);
     e->src = src;
     e->bytes = bytes;
@@ -252,6 +313,7 @@ dsrt_status dsrt_cpu_write(void *sctx, void *dst, size_t off, const void *src, s
 dsrt_status dsrt_cpu_read(void *sctx, void *src, size_t off, void *dst, size_t bytes)
 {
     NEW_ENTRY(e, E_READ);
+    dsrt_hold(e, 0, src);
     e->dst = dst;
     e->src = dsrt_ptr(src, off);
     e->bytes = bytes;
@@ -261,6 +323,8 @@ dsrt_status dsrt_cpu_read(void *sctx, void *src, size_t off, void *dst, size_t b
 dsrt_status dsrt_cpu_copy(void *sctx, void *src, size_t soff, void *dst, size_t doff, size_t bytes)
 {
     NEW_ENTRY(e, E_COPY);
+    dsrt_hold(e, 0, src);
+    dsrt_hold(e, 1, dst);
     e->dst = dsrt_ptr(dst, doff);
     e->src = dsrt_ptr(src, soff);
     e->bytes = bytes;
@@ -270,6 +334,7 @@ dsrt_status dsrt_cpu_copy(void *sctx, void *src, size_t soff, void *dst, size_t 
 dsrt_status dsrt_cpu_fill(void *sctx, void *dst, size_t off, size_t bytes, const void *pattern, size_t psize)
 {
     NEW_ENTRY(e, E_FILL);
+    dsrt_hold(e, 0, dst);
     e->dst = dsrt_ptr(dst, off);
     e->bytes = bytes;
     memcpy(&e->pattern, pattern, psize);
@@ -281,6 +346,7 @@ dsrt_status dsrt_cpu_enqueue_op(void *sctx, const dsrt_op *op)
 {
     NEW_ENTRY(e, E_OP);
     e->op = *op;
+    dsrt_op_hold(op, true);
     return dsrt_submit(sctx, e);
 }
 
@@ -292,41 +358,47 @@ dsrt_status dsrt_cpu_event_create(void *dctx, void **ectx)
     if (!ev) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory for a CPU event");
     pthread_mutex_init(&ev->m, NULL);
     pthread_cond_init(&ev->c, NULL);
+    atomic_init(&ev->refs, 1);
     *ectx = ev;
     return DSRT_OK;
 }
 
-void dsrt_cpu_event_destroy(void *ectx)
+/* Queued records and waits hold their own references, so releasing the handle never blocks. */
+void dsrt_cpu_event_destroy(void *ectx) { dsrt_event_unref(ectx); }
+
+static dsrt_status dsrt_refuse_in_capture(void *sctx)
 {
-    dsrt_cpu_event *ev = ectx;
-    if (!ev) return;
-    /* Work recorded earlier may still reference the event: wait for it. */
-    dsrt_cpu_event_sync(ev);
-    pthread_mutex_destroy(&ev->m);
-    pthread_cond_destroy(&ev->c);
-    free(ev);
+    if (((dsrt_cpu_stream *)sctx)->capturing)
+        return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "cpu: events and nested graphs cannot be captured");
+    return DSRT_OK;
 }
 
 dsrt_status dsrt_cpu_event_record(void *ectx, void *sctx)
 {
     dsrt_cpu_event *ev = ectx;
+    /* Refused before a record number is taken: a number handed out and then marked reached would
+     * also mark earlier, still running records of the event as reached. */
+    DSRT_TRY(dsrt_refuse_in_capture(sctx));
     NEW_ENTRY(e, E_RECORD);
     pthread_mutex_lock(&ev->m);
-    e->target = ++ev->pending;
+    uint64_t target = e->target = ++ev->pending;
     pthread_mutex_unlock(&ev->m);
+    atomic_fetch_add(&ev->refs, 1); /* held by the queued record */
     e->event = ev;
-    dsrt_status st = dsrt_submit(sctx, e);
-    if (st) dsrt_event_reach(ev, e->target); /* never leave a record that will not happen */
+    dsrt_status st = dsrt_submit(sctx, e); /* frees e on failure */
+    if (st) dsrt_event_reach(ev, target); /* never leave a record that will not happen */
     return st;
 }
 
 dsrt_status dsrt_cpu_stream_wait_event(void *sctx, void *ectx)
 {
     dsrt_cpu_event *ev = ectx;
+    DSRT_TRY(dsrt_refuse_in_capture(sctx));
     NEW_ENTRY(e, E_WAIT);
     pthread_mutex_lock(&ev->m);
     e->target = ev->pending;
     pthread_mutex_unlock(&ev->m);
+    atomic_fetch_add(&ev->refs, 1); /* held by the queued wait */
     e->event = ev;
     return dsrt_submit(sctx, e);
 }
@@ -370,6 +442,7 @@ dsrt_status dsrt_cpu_end_capture(void *sctx, void **gctx)
     }
     g->entries = s->cap;
     g->n = s->ncap;
+    atomic_init(&g->refs, 1);
     s->cap = NULL;
     s->ncap = s->capcap = 0;
     *gctx = g;
@@ -379,15 +452,10 @@ dsrt_status dsrt_cpu_end_capture(void *sctx, void **gctx)
 dsrt_status dsrt_cpu_graph_launch(void *gctx, void *sctx)
 {
     NEW_ENTRY(e, E_GRAPH);
-    e->graph = gctx;
+    dsrt_cpu_graph *g = gctx;
+    atomic_fetch_add(&g->refs, 1); /* the queued launch keeps the graph alive */
+    e->graph = g;
     return dsrt_submit(sctx, e);
 }
 
-void dsrt_cpu_graph_destroy(void *gctx)
-{
-    dsrt_cpu_graph *g = gctx;
-    if (!g) return;
-    for (size_t i = 0; i < g->n; i++) free(g->entries[i]);
-    free(g->entries);
-    free(g);
-}
+void dsrt_cpu_graph_destroy(void *gctx) { dsrt_graph_unref(gctx); }

@@ -59,6 +59,10 @@ struct dsrt_graph {
     void *gctx;
 };
 
+/* One past the last byte a strided view touches (offset itself for an empty view). False when that
+ * does not fit in size_t: callers must treat such a view as not fitting any buffer. */
+bool dsrt_view_end(size_t offset, size_t esize, int ndim, const int64_t *shape, const int64_t *stride, size_t *end);
+
 /* Makes sure the backend's init ran; returns its failure, if any (a copy the caller owns). */
 dsrt_status dsrt_backend_ensure_init(dsrt_backend *b);
 

@@ -45,14 +45,11 @@ static void mask_names(unsigned mask, char *buf, size_t len)
         }
 }
 
+/* One past the last byte of a view; SIZE_MAX (fits no buffer) when the extent overflows. */
 static size_t view_end(size_t offset, size_t esize, int ndim, const int64_t *shape, const int64_t *stride)
 {
-    size_t last = 0;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] == 0) return offset;
-        last += (size_t)(shape[i] - 1) * (size_t)stride[i];
-    }
-    return offset + (last + 1) * esize;
+    size_t end;
+    return dsrt_view_end(offset, esize, ndim, shape, stride, &end) ? end : SIZE_MAX;
 }
 
 /* Checks one operand: presence, dtype, rank, that the view (and its scales) fit the buffer, that the
@@ -163,6 +160,9 @@ static dsrt_status weight_scales(const vctx *v, int i)
     if (w->dtype == DSRT_E4M3 && !w->scale.buf)
         return bad(v, "'%s'%s%s is e4m3 but has no block scales", slot_name(v, false, i), w->name ? " " : "",
                    w->name ? w->name : "");
+    if (w->dtype != DSRT_E4M3 && w->scale.buf)
+        return bad(v, "'%s'%s%s is %s and must not carry block scales (only e4m3 weights are scaled)",
+                   slot_name(v, false, i), w->name ? " " : "", w->name ? w->name : "", dsrt_dtype_name(w->dtype));
     return DSRT_OK;
 }
 
@@ -257,6 +257,11 @@ static dsrt_status validate(const vctx *v)
         if (p->act_quant) {
             if (w->dtype != DSRT_E4M3) return bad(v, "act_quant needs an e4m3 weight, found %s", dsrt_dtype_name(w->dtype));
             if (K % 128) return bad(v, "act_quant needs K to be a multiple of 128, found %lld", (long long)K);
+            /* Each 1x128 activation block is multiplied by one weight scale: a weight block must not
+             * end inside an activation block. */
+            if (w->scale.block[1] % 128)
+                return bad(v, "act_quant needs weight scale blocks whose width is a multiple of 128, found %dx%d",
+                           w->scale.block[0], w->scale.block[1]);
         }
         if (!isfinite(p->alpha)) return bad(v, "alpha is not finite");
         return DSRT_OK;

@@ -17,26 +17,44 @@ static dsrt_status dsrt_check_shape(dsrt_dtype dtype, int ndim, const int64_t *s
     return DSRT_OK;
 }
 
-/* Largest byte offset touched + 1 (0 for an empty tensor). */
-static size_t dsrt_view_extent(size_t offset, size_t esize, int ndim, const int64_t *shape, const int64_t *stride)
+/* Shapes and strides come from callers (and from checkpoint headers): every product and sum is checked,
+ * because a wrapped-around extent would make a huge view look as if it fitted a small buffer. */
+bool dsrt_view_end(size_t offset, size_t esize, int ndim, const int64_t *shape, const int64_t *stride, size_t *end)
 {
     size_t last = 0;
     for (int i = 0; i < ndim; i++) {
-        if (shape[i] == 0) return 0;
-        last += (size_t)(shape[i] - 1) * (size_t)stride[i];
+        if (shape[i] <= 0) {
+            *end = offset;
+            return true;
+        }
     }
-    return offset + (last + 1) * esize;
+    for (int i = 0; i < ndim; i++) {
+        size_t n = (size_t)(shape[i] - 1), st = (size_t)stride[i];
+        if (stride[i] < 0 || (st && n > (SIZE_MAX - last) / st)) return false;
+        last += n * st;
+    }
+    if (last == SIZE_MAX || (esize && last + 1 > SIZE_MAX / esize)) return false;
+    size_t bytes = (last + 1) * esize;
+    if (offset > SIZE_MAX - bytes) return false;
+    *end = offset + bytes;
+    return true;
 }
 
 static dsrt_status dsrt_check_fits(const dsrt_buffer *buf, size_t offset, dsrt_dtype dtype, int ndim,
                                    const int64_t *shape, const int64_t *stride, const char *what)
 {
     if (!buf) return DSRT_OK;
-    size_t end = dsrt_view_extent(offset, dsrt_dtype_size(dtype), ndim, shape, stride);
-    if (offset > buf->size || end > buf->size) {
+    size_t end = SIZE_MAX;
+    bool ok = dsrt_view_end(offset, dsrt_dtype_size(dtype), ndim, shape, stride, &end);
+    if (!ok || offset > buf->size || end > buf->size) {
         char d[96];
         dsrt_tensor t = {.buf = (dsrt_buffer *)buf, .dtype = dtype, .ndim = ndim};
         memcpy(t.shape, shape, sizeof(int64_t) * (size_t)ndim);
+        if (!ok)
+            return dsrt_error(DSRT_CODE_OUT_OF_RANGE,
+                              "%s %s at byte offset %zu spans more bytes than memory can address (the buffer on "
+                              "%s has %zu)", what, dsrt_tensor_describe(&t, d, sizeof d), offset, buf->dev->label,
+                              buf->size);
         return dsrt_error(DSRT_CODE_OUT_OF_RANGE,
                           "%s %s at byte offset %zu needs bytes up to %zu but the buffer on %s has %zu", what,
                           dsrt_tensor_describe(&t, d, sizeof d), offset, end, buf->dev->label, buf->size);
@@ -74,7 +92,15 @@ dsrt_status dsrt_tensor_make(dsrt_buffer *buf, size_t offset, dsrt_dtype dtype, 
     int64_t s = 1;
     for (int i = ndim - 1; i >= 0; i--) {
         stride[i] = s;
-        s *= shape[i] ? shape[i] : 1;
+        int64_t n = shape[i] ? shape[i] : 1;
+        if (s > INT64_MAX / n) {
+            char d[96];
+            dsrt_tensor t = {.buf = buf, .dtype = dtype, .ndim = ndim};
+            memcpy(t.shape, shape, sizeof(int64_t) * (size_t)ndim);
+            return dsrt_error(DSRT_CODE_OUT_OF_RANGE, "view %s has more elements than memory can address",
+                              dsrt_tensor_describe(&t, d, sizeof d));
+        }
+        s *= n;
     }
     return dsrt_tensor_make_strided(buf, offset, dtype, ndim, shape, stride, out);
 }
@@ -119,7 +145,10 @@ dsrt_status dsrt_tensor_set_scale(dsrt_tensor *t, dsrt_buffer *sbuf, size_t soff
     int64_t s = 1;
     for (int i = nd - 1; i >= 0; i--) {
         sc.stride[i] = s;
-        s *= shape[i] ? shape[i] : 1;
+        int64_t n = shape[i] ? shape[i] : 1;
+        if (s > INT64_MAX / n)
+            return dsrt_error(DSRT_CODE_OUT_OF_RANGE, "scale grid of a tensor with more elements than memory can address");
+        s *= n;
     }
     DSRT_TRY(dsrt_check_fits(sbuf, soffset, sdtype, nd, shape, sc.stride, "scale grid"));
     t->scale = sc;

@@ -74,24 +74,37 @@ static inline int64_t dsrt_cpu_rows(const dsrt_tensor *t)
     return n;
 }
 
+/* Vectorizable row conversions (kernels/cpu/ops_basic.c). e4m3 decodes by moving its bits into an f32
+ * and rescaling, exact for every finite code (the NaN code 0x7f/0xff decodes as +-480: weights never
+ * hold it, and table-driven paths keep the exact NaN). */
+void dsrt_cpu_bf16_to_f32(const uint16_t *in, int64_t n, float *out);
+void dsrt_cpu_e4m3_to_f32(const uint8_t *in, int64_t n, float *out);
+/* sum x[i] * e4m3(w[i]), and sum x[i] * bf16(w[i]) */
+float dsrt_cpu_dot_e4m3(const float *x, const uint8_t *w, int64_t n);
+float dsrt_cpu_dot_bf16(const float *x, const uint16_t *w, int64_t n);
+
 static inline void dsrt_cpu_load_row(const dsrt_tensor *t, int64_t elem_off, int64_t n, float *out)
 {
     const char *b = (const char *)dsrt_cpu_base(t);
-    if (t->dtype == DSRT_F32) {
-        memcpy(out, (const float *)b + elem_off, (size_t)n * sizeof(float));
-        return;
+    switch (t->dtype) {
+    case DSRT_F32: memcpy(out, (const float *)b + elem_off, (size_t)n * sizeof(float)); return;
+    case DSRT_BF16: dsrt_cpu_bf16_to_f32((const uint16_t *)b + elem_off, n, out); return;
+    default:
+        for (int64_t i = 0; i < n; i++) out[i] = dsrt_cpu_ld(b, t->dtype, elem_off + i);
     }
-    for (int64_t i = 0; i < n; i++) out[i] = dsrt_cpu_ld(b, t->dtype, elem_off + i);
 }
 
 static inline void dsrt_cpu_store_row(const dsrt_tensor *t, int64_t elem_off, int64_t n, const float *in)
 {
     char *b = (char *)dsrt_cpu_base(t);
-    if (t->dtype == DSRT_F32) {
-        memcpy((float *)b + elem_off, in, (size_t)n * sizeof(float));
+    switch (t->dtype) {
+    case DSRT_F32: memcpy((float *)b + elem_off, in, (size_t)n * sizeof(float)); return;
+    case DSRT_BF16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)b)[elem_off + i] = dsrt_f32_to_bf16(in[i]);
         return;
+    default:
+        for (int64_t i = 0; i < n; i++) dsrt_cpu_st(b, t->dtype, elem_off + i, in[i]);
     }
-    for (int64_t i = 0; i < n; i++) dsrt_cpu_st(b, t->dtype, elem_off + i, in[i]);
 }
 
 static inline int32_t dsrt_cpu_i32(const dsrt_tensor *t, int64_t i)

@@ -61,7 +61,9 @@ static void prefill_rows(void *vctx, int64_t b, int64_t e, int th)
     int64_t Hh = q->shape[1], Dq = q->shape[2], Dn = kn->shape[2], Dr = kp->shape[1], Dv = v->shape[2], L = kn->shape[0];
     int64_t cap = idx->buf ? idx->shape[1] : L;
     bool bf16 = q->dtype == DSRT_BF16;
-    float *buf = dsrt_job_alloc(job, Dq + Dq + Dv + cap + 1);
+    /* kv holds a key row (Dq values) and later a value row (Dv values): sized for the wider. */
+    int64_t Dkv = Dq > Dv ? Dq : Dv;
+    float *buf = dsrt_job_alloc(job, Dq + Dkv + Dv + cap + 1);
     int32_t *pos = malloc(sizeof(int32_t) * (size_t)(cap + 1));
     if (!buf || !pos) {
         atomic_store(&job->oom, 1);
@@ -69,7 +71,7 @@ static void prefill_rows(void *vctx, int64_t b, int64_t e, int th)
         free(pos);
         return;
     }
-    float *qv = buf, *kv = buf + Dq, *acc = buf + 2 * Dq, *sc = buf + 2 * Dq + Dv;
+    float *qv = buf, *kv = buf + Dq, *acc = buf + Dq + Dkv, *sc = buf + Dq + Dkv + Dv;
     for (int64_t it = b; it < e; it++) {
         int64_t t = it / Hh, h = it % Hh;
         int32_t base = dsrt_cpu_i32(kv_start, t * kv_start->stride[0]);

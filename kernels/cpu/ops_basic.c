@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "cpu/cpu_ops.h"
+#include "cpu_simd.h"
 #include "dsrt/act_quant.h"
 #include "dsrt/hadamard.h"
 
@@ -27,6 +28,58 @@ DSRT_SIMD_CLONES float dsrt_cpu_dot(const float *a, const float *b, int64_t n)
 DSRT_SIMD_CLONES void dsrt_cpu_axpy(float *y, float a, const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* e4m3 bits S.EEEE.MMM placed at f32 bits 31 and 26..20 give 2^(E-127) * (1.MMM) (or the subnormal
+ * MMM/8 * 2^-126); times 2^120 that is the e4m3 value 2^(E-7) * 1.MMM (or MMM/8 * 2^-6), exactly. */
+static inline float e4m3_bits(uint8_t b)
+{
+    uint32_t u = ((uint32_t)(b & 0x80) << 24) | ((uint32_t)(b & 0x7f) << 20);
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f * 0x1p120f;
+}
+
+static inline float bf16_bits(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+DSRT_SIMD_CLONES void dsrt_cpu_bf16_to_f32(const uint16_t *in, int64_t n, float *out)
+{
+    for (int64_t i = 0; i < n; i++) out[i] = bf16_bits(in[i]);
+}
+
+DSRT_SIMD_CLONES void dsrt_cpu_e4m3_to_f32(const uint8_t *in, int64_t n, float *out)
+{
+    for (int64_t i = 0; i < n; i++) out[i] = e4m3_bits(in[i]);
+}
+
+DSRT_SIMD_CLONES static float dot_e4m3_portable(const float *x, const uint8_t *w, int64_t n)
+{
+    float acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += x[i + j] * e4m3_bits(w[i + j]);
+    float s = 0;
+    for (; i < n; i++) s += x[i] * e4m3_bits(w[i]);
+    for (int j = 0; j < 16; j++) s += acc[j];
+    return s;
+}
+
+DSRT_SIMD_CLONES static float dot_bf16_portable(const float *x, const uint16_t *w, int64_t n)
+{
+    float acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += x[i + j] * bf16_bits(w[i + j]);
+    float s = 0;
+    for (; i < n; i++) s += x[i] * bf16_bits(w[i]);
+    for (int j = 0; j < 16; j++) s += acc[j];
+    return s;
 }
 
 /* ---- convert ---- */
@@ -361,4 +414,14 @@ dsrt_status dsrt_cpu_cache_write(dsrt_pool *pool, const dsrt_op *op)
     dsrt_cpu_job_init(&job, op);
     dsrt_pool_run(pool, op->in[0].shape[0], 4, cache_rows, &job);
     return dsrt_job_status(&job);
+}
+
+float dsrt_cpu_dot_e4m3(const float *x, const uint8_t *w, int64_t n)
+{
+    return dsrt_cpu_avx2() ? dsrt_cpu_dot_e4m3_avx2(x, w, n) : dot_e4m3_portable(x, w, n);
+}
+
+float dsrt_cpu_dot_bf16(const float *x, const uint16_t *w, int64_t n)
+{
+    return dsrt_cpu_avx2() ? dsrt_cpu_dot_bf16_avx2(x, w, n) : dot_bf16_portable(x, w, n);
 }

@@ -34,7 +34,7 @@ static void prep_rows(void *vctx, int64_t b, int64_t e, int th)
             int64_t k0 = kb * 128, n = c->K - k0 < 128 ? c->K - k0 : 128;
             float s;
             dsrt_act_quant_row(row + k0, n, 128, job->op->p.scale_pow2, q, &s);
-            for (int64_t i = 0; i < n; i++) row[k0 + i] = dsrt_e4m3_values[q[i]];
+            for (int64_t i = 0; i < n; i++) row[k0 + i] = dsrt_e4m3_values[q[i]]; /* keeps NaN codes NaN */
             c->xs[m * c->nkb + kb] = s;
         }
     }
@@ -44,7 +44,8 @@ static void prep_rows(void *vctx, int64_t b, int64_t e, int th)
 static void load_weight_row(const dsrt_tensor *w, int64_t g, int64_t n, int64_t K, bool raw, float *out)
 {
     int64_t off = (w->ndim == 3 ? g * w->stride[0] : 0) + n * w->stride[w->ndim - 2];
-    dsrt_cpu_load_row(w, off, K, out);
+    if (w->dtype == DSRT_E4M3) dsrt_cpu_e4m3_to_f32((const uint8_t *)dsrt_cpu_base(w) + off, K, out);
+    else dsrt_cpu_load_row(w, off, K, out);
     if (raw || !w->scale.buf) return;
     for (int64_t k0 = 0; k0 < K; k0 += w->scale.block[1]) {
         float s = dsrt_cpu_block_scale(w, g, n, k0);
@@ -53,12 +54,47 @@ static void load_weight_row(const dsrt_tensor *w, int64_t g, int64_t n, int64_t 
     }
 }
 
+/* One output of a weight row read directly from its storage (no row buffer): the decode (M = 1) path,
+ * where the weights stream through once. Same arithmetic as the buffered path. */
+static float direct_dot(lin_ctx *c, int64_t g, int64_t n, const float *xr, int64_t m)
+{
+    const dsrt_tensor *w = c->w;
+    int64_t off = (w->ndim == 3 ? g * w->stride[0] : 0) + n * w->stride[w->ndim - 2];
+    const char *base = dsrt_cpu_base(w);
+    if (w->dtype == DSRT_BF16) return dsrt_cpu_dot_bf16(xr, (const uint16_t *)base + off, c->K);
+    if (w->dtype == DSRT_F32) return dsrt_cpu_dot(xr, (const float *)base + off, c->K);
+    /* e4m3: per 128-wide block, the partial sum times the block's scale (and sa with act_quant) */
+    const uint8_t *wr = (const uint8_t *)base + off;
+    float acc = 0;
+    int64_t bc = w->scale.block[1];
+    for (int64_t k0 = 0, kb = 0; k0 < c->K; k0 += bc, kb++) {
+        int64_t len = c->K - k0 < bc ? c->K - k0 : bc;
+        float part = dsrt_cpu_dot_e4m3(xr + k0, wr + k0, len), sb = dsrt_cpu_block_scale(w, g, n, k0);
+        if (c->act_quant) acc += part * (c->xs[m * c->nkb + kb] * sb);
+        else acc += part * sb;
+    }
+    return acc;
+}
+
+static bool direct_ok(const lin_ctx *c)
+{
+    const dsrt_tensor *w = c->w;
+    if (w->dtype == DSRT_E4M3) return w->scale.buf && (!c->act_quant || w->scale.block[1] == 128);
+    return w->dtype == DSRT_BF16 || w->dtype == DSRT_F32;
+}
+
 /* Output rows [m0, m1) x columns [n0, n1) with weight group g. */
 static void linear_tile(dsrt_cpu_job *job, lin_ctx *c, int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                         float *wrow)
 {
     const dsrt_tensor *w = c->w, *y = c->y;
     char *yb = dsrt_cpu_base(y);
+    if (m1 - m0 <= 2 && direct_ok(c)) {
+        for (int64_t n = n0; n < n1; n++)
+            for (int64_t m = m0; m < m1; m++)
+                dsrt_cpu_st(yb, y->dtype, m * y->stride[0] + n * y->stride[1], c->alpha * direct_dot(c, g, n, c->xv + m * c->K, m));
+        return;
+    }
     for (int64_t n = n0; n < n1; n++) {
         load_weight_row(w, g, n, c->K, c->act_quant, wrow);
         for (int64_t m = m0; m < m1; m++) {

@@ -1,3 +1,5 @@
+/* Block dequantization: a table lookup per code times its block's scale (exact for UE8M0 scales
+ * unless the product leaves the f32 normal range). */
 #include "dsrt/block_dequant.h"
 
 #include "dsrt/fp8.h"
@@ -21,11 +23,15 @@ dsrt_status dsrt_dequant_blocks(const uint8_t *data, dsrt_dtype dtype, int64_t r
     if (block_rows < 1 || block_cols < 1 || rows < 0 || cols < 0)
         return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "bad block %dx%d or shape %lldx%lld", block_rows, block_cols,
                           (long long)rows, (long long)cols);
+    if (rows > 0 && cols > 0 && (!data || !scales || !out))
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "block dequantization of %lldx%lld values got a NULL %s",
+                          (long long)rows, (long long)cols, !data ? "data" : !scales ? "scale grid" : "output");
     const float *table = dtype == DSRT_E4M3 ? dsrt_e4m3_values : dsrt_e5m2_values;
     int64_t scols = (cols + block_cols - 1) / block_cols;
-    for (int64_t r = 0; r < rows; r++)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t srow = (r / block_rows) * scols; /* the scale-grid row of this data row */
         for (int64_t c = 0; c < cols; c++)
-            out[r * cols + c] =
-                table[data[r * cols + c]] * dsrt_scale_value(scales, scale_dtype, (r / block_rows) * scols + c / block_cols);
+            out[r * cols + c] = table[data[r * cols + c]] * dsrt_scale_value(scales, scale_dtype, srow + c / block_cols);
+    }
     return DSRT_OK;
 }

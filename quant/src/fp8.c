@@ -35,14 +35,15 @@ float dsrt_e5m2_to_f32(uint8_t v)
  * `bias`, returning the code magnitude (exponent << mbits | mantissa) before overflow handling. */
 static uint32_t dsrt_round_to_minifloat(uint32_t a, int mbits, int bias)
 {
-    int e = (int)(a >> 23) - 127;         /* unbiased exponent of x (x normal in f32) */
+    if ((a >> 23) == 0) return 0;             /* f32 zeros and subnormals are far below half the
+                                                 smallest fp8 subnormal */
+    int e = (int)(a >> 23) - 127;             /* unbiased exponent of x (x normal in f32) */
     uint32_t m = (a & 0x7fffffu) | 0x800000u; /* 24-bit significand */
-    if ((a >> 23) == 0) return 0;         /* f32 subnormals are far below every fp8 subnormal */
     int emin = 1 - bias;                  /* smallest normal exponent of the target */
     int shift;                            /* bits of the 24-bit significand to drop */
     if (e < emin) shift = 23 - mbits + (emin - e); /* target subnormal: fixed quantum 2^(emin-mbits) */
     else shift = 23 - mbits;
-    if (shift > 25) return 0;
+    if (shift > 25) return 0; /* below a quarter of the quantum: rounds to zero */
     uint32_t kept = m >> shift;
     uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
     if (rem > half || (rem == half && (kept & 1))) kept++;
@@ -63,10 +64,9 @@ uint8_t dsrt_f32_to_e4m3(float x)
 {
     uint32_t u = f32_bits(x), sign = (u >> 24) & 0x80, a = u & 0x7fffffffu;
     if (a > 0x7f800000u) return (uint8_t)(sign | 0x7f);  /* NaN */
-    if (a >= 0x43e00000u) return (uint8_t)(sign | 0x7e); /* >= 448 (and inf): saturate */
-    uint32_t c = dsrt_round_to_minifloat(a, 3, 7);
-    if (c > 0x7e) c = 0x7e; /* values in (448, 464) round to 448 */
-    return (uint8_t)(sign | c);
+    /* >= 448 (and inf) saturate; below 448 rounding can reach 448 (0x7e) but never the NaN code. */
+    if (a >= 0x43e00000u) return (uint8_t)(sign | 0x7e);
+    return (uint8_t)(sign | dsrt_round_to_minifloat(a, 3, 7));
 }
 
 static uint8_t dsrt_e5m2_encode(float x, int saturate)

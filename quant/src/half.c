@@ -7,7 +7,14 @@ float dsrt_f16_to_f32(uint16_t v)
 {
     int sign = v >> 15, exp = (v >> 10) & 0x1f, man = v & 0x3ff;
     float mag;
-    if (exp == 0x1f) mag = man ? NAN : INFINITY;
+    if (exp == 0x1f && man) {
+        /* NaN: keep sign and payload bits (as bf16 decoding does), so f16 -> f32 -> f16 only sets
+         * the quiet bit instead of collapsing every NaN to one. */
+        uint32_t u = ((uint32_t)sign << 31) | 0x7f800000u | ((uint32_t)man << 13);
+        memcpy(&mag, &u, sizeof mag);
+        return mag;
+    }
+    if (exp == 0x1f) mag = INFINITY;
     else if (exp == 0) mag = ldexpf((float)man, -24);
     else mag = ldexpf((float)(1024 + man), exp - 25);
     return sign ? -mag : mag;

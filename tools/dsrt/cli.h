@@ -11,6 +11,12 @@ typedef struct dsrt_cli_command {
 } dsrt_cli_command;
 
 int dsrt_cmd_devices(int argc, char **argv);
+int dsrt_cmd_logits(int argc, char **argv);
+int dsrt_cmd_bench(int argc, char **argv);
+int dsrt_cmd_tokenize(int argc, char **argv);
+int dsrt_cmd_detokenize(int argc, char **argv);
+int dsrt_cmd_encode(int argc, char **argv);
+int dsrt_cmd_parse(int argc, char **argv);
 int dsrt_cmd_conform(int argc, char **argv);
 
 /* Prints "dsrt <cmd>: <message>" to stderr, frees st, returns 1. */

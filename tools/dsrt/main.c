@@ -8,6 +8,12 @@
 
 static const dsrt_cli_command dsrt_commands[] = {
     {"devices", "list backends compiled in and the devices each finds, with capabilities", dsrt_cmd_devices},
+    {"logits", "float32 logits of a token sequence (prefill, then decode)", dsrt_cmd_logits},
+    {"bench", "prefill and decode throughput, and decode's fraction of the bandwidth roofline", dsrt_cmd_bench},
+    {"tokenize", "print the token ids of a text (tokenizer.json)", dsrt_cmd_tokenize},
+    {"detokenize", "print the text of token ids (tokenizer.json)", dsrt_cmd_detokenize},
+    {"encode", "print the DeepSeek-V3.2 prompt for an OpenAI-style chat request", dsrt_cmd_encode},
+    {"parse", "parse a DeepSeek-V3.2 completion into an assistant message (JSON)", dsrt_cmd_parse},
     {"conform", "certify a backend: every op against the CPU reference, JSON and HTML reports", dsrt_cmd_conform},
 };
 

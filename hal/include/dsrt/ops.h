@@ -53,10 +53,11 @@ typedef enum dsrt_op_kind {
      * otherwise: y_a = x_a cos - x_b sin, y_b = x_b cos + x_a sin. A row whose position is outside
      * [0,P) is copied unchanged. */
     DSRT_OP_ROPE,
-    /* y = alpha * (x . W^T). in: x [M,K] float, weight [N,K] float or e4m3 with scales;
+    /* y = alpha * (x . W^T). in: x [M,K] float, weight [N,K] float (no scales) or e4m3 with scales;
      * out: y [M,N] f32/bf16/f16.
      * act_quant = false: W dequantized exactly (fp8 * scale in fp32), fp32 dot products.
-     * act_quant = true (W must be e4m3, K % 128 == 0): the official FP8 GEMM. Each x row is quantized
+     * act_quant = true (W must be e4m3, K % 128 == 0, weight scale blocks a multiple of 128 columns
+     * wide so that one weight scale covers each activation block): the official FP8 GEMM. Each x row is quantized
      * in 1x128 blocks as dsrt_act_quant does (scale_pow2 selects UE8M0 scales), then
      * acc = sum over K blocks of (sum_k qa*qb) * (sa*sb) in fp32, y = round(alpha * acc). */
     DSRT_OP_LINEAR,
@@ -86,41 +87,50 @@ typedef enum dsrt_op_kind {
      * format PLAIN: cache float [S, W1+W2], row = convert(src | src2).
      * format FP8: cache u8 [S, W1 + 4*ceil(W1/128) + 2*W2]: src quantized as DSRT_OP_ACT_QUANT (e4m3
      * bytes), then its f32 scales, then src2 as bf16 (the FlashMLA layout: 512+16+128 = 656 bytes for
-     * the latent, 128+4 = 132 for the indexer key). Slots < 0 are skipped. */
+     * the latent, 128+4 = 132 for the indexer key). Slots outside [0, S) are skipped. Two rows with the
+     * same slot leave either row there. */
     DSRT_OP_CACHE_WRITE,
     /* MLA, expanded form (prefill). in: q [T,Hh,Dn+Dr], k_nope [L,Hh,Dn], k_pe [L,Dr],
      * v [L,Hh,Dv], kv_start [T] i32, kv_len [T] i32, indices [T,k] i32 (optional);
-     * out: o [T,Hh,Dv]. Row t attends key rows kv_start[t]+j for j < kv_len[t] (and j in indices[t]
-     * when given: DSA; -1 entries skipped), with score = scale * (q_nope.k_nope + q_pe.k_pe).
+     * out: o [T,Hh,Dv]. Row t attends key rows kv_start[t]+j for 0 <= j < kv_len[t] (and j in
+     * indices[t] when given: DSA. The indices are a set of j: duplicates count once, -1 and entries
+     * outside [0, kv_len[t]) are ignored), with score = scale * (q_nope.k_nope + q_pe.k_pe). Key rows
+     * outside [0, L) are skipped.
      * With bf16 q it rounds like the official prefill: s = bf16(bf16(q.k) * scale); p = bf16(softmax
-     * in fp32); o = bf16(sum p v). With f32 q everything is fp32. No visible key gives o = 0. */
+     * in fp32); o = sum p v in fp32, rounded once to o's dtype (bf16 in the official code). With f32 q
+     * everything is fp32. No visible key gives o = 0. */
     DSRT_OP_MLA_PREFILL,
     /* MLA, absorbed form over the paged latent cache (decode, and prefill chunks after the first).
      * in: q_lat [T,Hh,Dc], q_pe [T,Hh,Dr], cache [S,C], block_table [Sq,P] i32, row_seq [T] i32,
      * kv_len [T] i32, indices [T,k] i32 (optional); out: o [T,Hh,Dc] (latent-space output, before
-     * W_UV). Row t attends positions j < kv_len[t] (and in indices[t] when given) of sequence
-     * row_seq[t]; each cached row is [c (Dc) | k_pe (Dr)] in the cache format (PLAIN f32/bf16, or FP8
-     * as DSRT_OP_CACHE_WRITE writes it). score = scale * (q_lat.c + q_pe.k_pe).
-     * With bf16 q: s = bf16(bf16(bf16(q_lat.c) + bf16(q_pe.k_pe)) * scale), p = bf16(softmax),
-     * o = bf16(sum p c), the official decode. With f32 q: fp32 throughout. */
+     * W_UV). Row t attends positions 0 <= j < kv_len[t] (and in indices[t] when given, a set as in
+     * DSRT_OP_MLA_PREFILL) of sequence row_seq[t]; each cached row is [c (Dc) | k_pe (Dr)] in the
+     * cache format (PLAIN f32/bf16/f16, or FP8 as DSRT_OP_CACHE_WRITE writes it: c = e4m3 * scale in
+     * fp32). score = scale * (q_lat.c + q_pe.k_pe). Positions without a cached row (page beyond the
+     * block table, page -1, slot >= S, row_seq outside the table) are skipped.
+     * With bf16 q_lat: s = bf16(bf16(bf16(q_lat.c) + bf16(q_pe.k_pe)) * scale), p = bf16(softmax),
+     * o = sum p c rounded once to o's dtype (bf16 in the official decode). With f32 q_lat: fp32
+     * throughout. No visible position gives o = 0. */
     DSRT_OP_MLA_DECODE,
     /* Lightning indexer scores. in: q [T,Hi,D] (float with format PLAIN; e4m3 with 1x128 scales with
      * format FP8), weights [T,Hi] f32, kcache [S,C], block_table [Sq,P] i32, row_seq [T] i32,
      * kv_len [T] i32; out: scores [T,L] f32, L a capacity >= every kv_len.
-     * scores[t][j] = sum_h ReLU(q_h . k_j) * weights[t][h] * scale for j < kv_len[t], -inf beyond.
+     * scores[t][j] = sum_h ReLU(q_h . k_j) * weights[t][h] * scale for j < kv_len[t], -inf beyond
+     * and for positions without a cached key (as in DSRT_OP_MLA_DECODE).
      * FP8: q_h . k_j = sum over 128-blocks of qs*ks*(q8 . k8), multiplied in the official order
      * ks * sum_h ReLU(q8.k8) * (w * qs * scale) when D == 128. */
     DSRT_OP_INDEXER_SCORES,
     /* Top-k per row. in: scores [T,L] f32, lengths [T] i32 (optional: entries at j >= lengths[t]
-     * are ignored); out: indices [T,k] i32, by descending score, ties to the lower position;
+     * are ignored; a negative length ignores the whole row); out: indices [T,k] i32, by descending
+     * score, ties to the lower position;
      * -inf and NaN are never chosen; missing entries are -1. */
     DSRT_OP_TOPK,
     /* MoE routing (noaux_tc). in: logits [T,E] f32, bias [E] f32 (optional); out: ids [T,k] i32,
      * weights [T,k] f32. s = sigmoid(logits) (softmax if score_func = SOFTMAX); b = s + bias.
      * With n_group > 1: group score = sum of the two largest b in the group (max of b without bias);
-     * the topk_group best groups stay. The k largest b among them are chosen (descending, ties to
-     * the lower index); weights = s (unbiased) of those, divided by their sum when norm_topk,
-     * times route_scale. */
+     * the topk_group best groups stay (ties to the lower group). The k largest b among them are
+     * chosen (descending, ties to the lower index); weights = s (unbiased) of those, divided by their
+     * sum when norm_topk, times route_scale. */
     DSRT_OP_MOE_GATE,
     /* Groups token rows by expert for grouped GEMMs. in: x [T,H], ids [T,k] i32; out: x_perm [T*k,H],
      * offsets [G+1] i32, row_token [T*k] i32, slot_row [T,k] i32. Experts expert_begin ..
@@ -130,13 +140,14 @@ typedef enum dsrt_op_kind {
     DSRT_OP_MOE_DISPATCH,
     /* in: y_perm [R,H], slot_row [T,k] i32, ids [T,k] i32, weights [T,k] f32, shared [T,H]
      * (optional); out: y [T,H]. acc = 0 (fp32); for j in order of ascending ids[t][j] with
-     * slot_row >= 0: acc += y_perm[slot_row[t][j]] * weights[t][j]; then acc += shared[t];
+     * 0 <= slot_row < R: acc += y_perm[slot_row[t][j]] * weights[t][j]; then acc += shared[t];
      * y[t] = round(acc). This is the official accumulation order. */
     DSRT_OP_MOE_COMBINE,
     /* Token sampling. in: logits [B,V] f32, uniform [B] f32 in [0,1); out: ids [B] i32.
      * temperature <= 0: argmax (ties to the lower id). Otherwise p = softmax(logits / temperature)
-     * over tokens sorted by descending logit (ties to the lower id); keep the first top_k (if > 0);
-     * keep p >= min_p * p_max (if min_p > 0); keep the shortest prefix whose sum reaches
+     * over all tokens, sorted by descending logit (ties to the lower id); the filters below use
+     * these p as they are (nothing is renormalized between them): keep the first top_k (if > 0);
+     * keep p >= min_p * p_max (if min_p > 0); keep the shortest prefix whose sum reaches (>=)
      * top_p (if < 1); then the first token whose cumulative kept probability exceeds
      * uniform * (kept sum). */
     DSRT_OP_SAMPLE,

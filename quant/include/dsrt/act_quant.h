@@ -18,11 +18,14 @@ extern "C" {
 #define DSRT_FP8_E4M3_MAX 448.0f
 #define DSRT_ACT_AMAX_FLOOR 1e-4f
 
-/* The scale for a block whose largest magnitude is amax (before the 1e-4 floor). */
+/* The scale for a block whose largest magnitude is amax (before the 1e-4 floor; a NaN amax takes
+ * the floor). With pow2 an infinite amax gives 2^127, the largest UE8M0 scale (the official kernel's
+ * bit trick would give +inf). */
 float dsrt_act_scale(float amax, bool pow2);
 
 /* Quantizes one row of n values (n > 0; the last block may be partial): q[n] e4m3 codes and
- * scales[ceil(n/block)]. */
+ * scales[ceil(n/block)]. NaN values are left out of amax and quantize to the e4m3 NaN code.
+ * block < 1 is taken as 128 (this function has no status to report it). */
 void dsrt_act_quant_row(const float *x, int64_t n, int block, bool pow2, uint8_t *q, float *scales);
 
 #ifdef __cplusplus

@@ -19,8 +19,9 @@ float dsrt_ue8m0_to_f32(uint8_t e); /* 2^(e-127); e = 0 gives 2^-127 (an f32 sub
  * in [2^-127, 2^127]. */
 dsrt_status dsrt_f32_to_ue8m0(float s, uint8_t *e);
 
-/* Converts n f32 scales. On the first scale that is not a power of two, fails with a message naming
- * `what` (e.g. a tensor name), the index, and the value; *bad (if non-NULL) receives the index. */
+/* Converts n f32 scales. On the first scale that has no UE8M0 code (not a positive power of two in
+ * range), fails with a message naming `what` (e.g. a tensor name), the index, the value and the
+ * reason; *bad (if non-NULL) receives the index. out[] before that index is filled. */
 dsrt_status dsrt_scales_to_ue8m0(const float *s, size_t n, uint8_t *out, const char *what, size_t *bad);
 
 /* Smallest e with 2^(e-127) >= x, for positive finite x (clamped to [0, 254]). */

@@ -1,0 +1,586 @@
+/* The DeepSeek-V3.2 forward pass (SPEC.md), one function per block, each a sequence of HAL ops on the
+ * block's device. Numerics follow the model's setting: f32 everywhere, or the official FP8 inference
+ * (bf16 activations between ops, FP8 GEMMs with 1x128 activation scales, FP8 latent round trip,
+ * Hadamard + FP8 indexer, FP8 paged caches). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+#define DSRT_STATE_SLOTS 3
+
+/* Per-forward state: host metadata of the rows, its copies on every device, and the [T, H] buffers
+ * that carry the residual stream between blocks. */
+typedef struct fwd {
+    dsrt_model *m;
+    int64_t T;           /* rows (tokens) in this forward */
+    bool prefill;        /* every sequence starts empty: expanded attention over the batch's own rows */
+    int64_t max_kv;      /* longest visible prefix of any row */
+    int n_seq, max_pages;
+    int32_t *tokens, *pos, *slots, *row_seq, *kv_len, *kv_start, *block_table, *logit_rows;
+    int64_t n_logit_rows;
+    struct {
+        dsrt_tensor tokens, pos, slots, row_seq, kv_len, kv_start, block_table, logit_rows;
+        dsrt_tensor state[DSRT_STATE_SLOTS];
+    } d[DSRT_MAX_MODEL_DEVICES];
+} fwd;
+
+/* The residual stream: which device and slot hold the block input and the residual. */
+typedef struct stream_pos {
+    int dev;
+    int h, res; /* slot indices; res == -1 before the first norm (the residual is the embedding) */
+} stream_pos;
+
+#define S1(a) ((const int64_t[]){(a)})
+#define S2(a, b) ((const int64_t[]){(a), (b)})
+#define S3(a, b, c) ((const int64_t[]){(a), (b), (c)})
+
+static dsrt_stream *ST(fwd *F, int dev) { return F->m->devs[dev].stream; }
+static dsrt_arena *AR(fwd *F, int dev) { return &F->m->devs[dev].arena; }
+
+static dsrt_status tmp(fwd *F, int dev, dsrt_dtype dt, int ndim, const int64_t *shape, dsrt_tensor *out)
+{
+    return dsrt_arena_tensor(AR(F, dev), dt, ndim, shape, out);
+}
+
+/* A strided view of `t` (rank-2 or rank-3) starting `off` elements in. */
+static dsrt_status view(const dsrt_tensor *t, int64_t off, int ndim, const int64_t *shape, const int64_t *stride, dsrt_tensor *out)
+{
+    return dsrt_tensor_make_strided(t->buf, t->offset + (size_t)off * dsrt_dtype_size(t->dtype), t->dtype, ndim, shape, stride, out);
+}
+
+/* A rank-2 view of a contiguous FP8 tensor keeping its 1x128 scales (rows merge). */
+static dsrt_status flat_scaled(const dsrt_tensor *t, int64_t rows, int64_t cols, dsrt_tensor *out)
+{
+    DSRT_TRY(dsrt_tensor_make(t->buf, t->offset, t->dtype, 2, S2(rows, cols), out));
+    return dsrt_tensor_set_scale(out, t->scale.buf, t->scale.offset, t->scale.dtype, 1, 128);
+}
+
+static bool fp8(fwd *F) { return F->m->numerics == DSRT_NUMERICS_FP8; }
+
+/* y = x W^T with the numerics' rules: FP8 weights run the official FP8 GEMM in fp8 numerics. */
+static dsrt_status linear(fwd *F, int dev, const dsrt_tensor *x, const dsrt_tensor *w, float alpha, const dsrt_tensor *y)
+{
+    bool q = fp8(F) && w->dtype == DSRT_E4M3;
+    return dsrt_linear(ST(F, dev), x, w, q, F->m->cfg.scale_ue8m0, alpha, y);
+}
+
+/* Moves a [T, H] tensor to another device's state slot (waiting for the source device first). */
+static dsrt_status move_to(fwd *F, int from, const dsrt_tensor *src, int to, int slot)
+{
+    const dsrt_tensor *dst = &F->d[to].state[slot];
+    DSRT_TRY(dsrt_stream_sync(ST(F, from)));
+    return dsrt_stream_copy(ST(F, to), src->buf, src->offset, dst->buf, dst->offset, dsrt_tensor_nbytes(src));
+}
+
+/* Brings the residual stream to `dev`. */
+static dsrt_status stream_to(fwd *F, stream_pos *p, int dev)
+{
+    if (p->dev == dev) return DSRT_OK;
+    DSRT_TRY(move_to(F, p->dev, &F->d[p->dev].state[p->h], dev, 0));
+    if (p->res >= 0) DSRT_TRY(move_to(F, p->dev, &F->d[p->dev].state[p->res], dev, 1));
+    p->dev = dev;
+    p->h = 0;
+    p->res = p->res >= 0 ? 1 : -1;
+    return DSRT_OK;
+}
+
+/* RMSNorm of the block input, adding it to the residual first (SPEC §2); returns the slot that is free
+ * for the block's output. */
+static dsrt_status norm_block_input(fwd *F, stream_pos *p, const dsrt_tensor *w, const dsrt_tensor *y, int *out_slot)
+{
+    int dev = p->dev;
+    float eps = (float)F->m->cfg.rms_norm_eps;
+    const dsrt_tensor *h = &F->d[dev].state[p->h];
+    if (p->res < 0) {
+        /* first block: the residual is the embedding itself */
+        DSRT_TRY(dsrt_rms_norm(ST(F, dev), h, w, NULL, eps, y, NULL));
+        p->res = p->h;
+        *out_slot = (p->h + 1) % DSRT_STATE_SLOTS;
+        return DSRT_OK;
+    }
+    const dsrt_tensor *r = &F->d[dev].state[p->res];
+    DSRT_TRY(dsrt_rms_norm(ST(F, dev), h, w, r, eps, y, r));
+    *out_slot = p->h; /* the input is consumed */
+    return DSRT_OK;
+}
+
+static dsrt_status dump(fwd *F, int dev, const dsrt_tensor *t, const char *what, int64_t layer);
+
+/* ---- §4 the lightning indexer: writes this chunk's keys to the indexer cache and, when any row sees
+ * more than index_topk positions, selects the top positions of every row. ---- */
+static dsrt_status indexer(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const dsrt_tensor *qr, bool select, dsrt_tensor *indices)
+{
+    dsrt_model *m = F->m;
+    const dsrt_model_config *c = &m->cfg;
+    int dev = ly->attn_dev;
+    dsrt_stream *s = ST(F, dev);
+    int64_t T = F->T, ih = c->index_n_heads, id = c->index_head_dim, dr = c->qk_rope_head_dim;
+    dsrt_dtype act = m->act;
+    const dsrt_tensor *cs = &m->devs[dev].rope_cos_sin;
+    /* 1. queries from qr, [pe | rest] per head, RoPE half-split on pe */
+    dsrt_tensor iq, iq3, iq_pe;
+    DSRT_TRY(tmp(F, dev, act, 2, S2(T, ih * id), &iq));
+    DSRT_TRY(linear(F, dev, qr, &ly->idx_wq_b, 1.0f, &iq));
+    DSRT_TRY(view(&iq, 0, 3, S3(T, ih, id), S3(ih * id, id, 1), &iq3));
+    DSRT_TRY(view(&iq, 0, 3, S3(T, ih, dr), S3(ih * id, id, 1), &iq_pe));
+    DSRT_TRY(dsrt_rope(s, &iq_pe, &F->d[dev].pos, cs, false, &iq_pe));
+    /* 2. the key: LayerNorm(wk x), RoPE half-split on its pe part */
+    dsrt_tensor ik, ikn, ik_pe;
+    DSRT_TRY(tmp(F, dev, act, 2, S2(T, id), &ik));
+    DSRT_TRY(linear(F, dev, x, &ly->idx_wk, 1.0f, &ik));
+    DSRT_TRY(tmp(F, dev, act, 2, S2(T, id), &ikn));
+    DSRT_TRY(dsrt_layer_norm(s, &ik, &ly->idx_k_norm_w, &ly->idx_k_norm_b, (float)c->rms_norm_eps, &ikn));
+    DSRT_TRY(view(&ikn, 0, 2, S2(T, dr), S2(id, 1), &ik_pe));
+    DSRT_TRY(dsrt_rope(s, &ik_pe, &F->d[dev].pos, cs, false, &ik_pe));
+    /* 3. FP8 numerics: Hadamard rotation, then FP8 with one scale per 128 values; cache the key */
+    dsrt_tensor q_score = iq3;
+    if (fp8(F)) {
+        dsrt_tensor iq2, iqh, ikh, q8, q8f;
+        DSRT_TRY(view(&iq, 0, 2, S2(T * ih, id), S2(id, 1), &iq2));
+        DSRT_TRY(tmp(F, dev, act, 2, S2(T * ih, id), &iqh));
+        DSRT_TRY(dsrt_hadamard(s, &iq2, &iqh));
+        DSRT_TRY(tmp(F, dev, act, 2, S2(T, id), &ikh));
+        DSRT_TRY(dsrt_hadamard(s, &ikn, &ikh));
+        DSRT_TRY(dsrt_arena_tensor_scaled(AR(F, dev), DSRT_E4M3, 3, S3(T, ih, id), DSRT_F32, &q8));
+        DSRT_TRY(flat_scaled(&q8, T * ih, id, &q8f));
+        DSRT_TRY(dsrt_act_quant(s, &iqh, c->scale_ue8m0, &q8f));
+        DSRT_TRY(dsrt_cache_write(s, &ikh, &F->d[dev].slots, NULL, DSRT_CACHE_FP8, c->scale_ue8m0, &ly->idx_cache));
+        q_score = q8;
+    } else {
+        DSRT_TRY(dsrt_cache_write(s, &ikn, &F->d[dev].slots, NULL, DSRT_CACHE_PLAIN, false, &ly->idx_cache));
+    }
+    if (!select) return DSRT_OK;
+    /* 4. per-head weights from x (fp32), scores over every visible cached key, top-k */
+    dsrt_tensor w, scores;
+    DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(T, ih), &w));
+    DSRT_TRY(dsrt_linear(s, x, &ly->idx_weights_proj, false, false, (float)pow((double)ih, -0.5), &w));
+    DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(T, F->max_kv), &scores));
+    DSRT_TRY(dsrt_indexer_scores(s, &q_score, &w, &ly->idx_cache, m->cache_format, m->page_size, &F->d[dev].block_table,
+                                 &F->d[dev].row_seq, &F->d[dev].kv_len, (float)pow((double)id, -0.5), &scores));
+    int64_t k = c->index_topk < F->max_kv ? c->index_topk : F->max_kv;
+    DSRT_TRY(tmp(F, dev, DSRT_I32, 2, S2(T, k), indices));
+    return dsrt_topk(s, &scores, &F->d[dev].kv_len, (int)k, indices);
+}
+
+/* ---- §3 MLA attention ---- */
+static dsrt_status attention(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const dsrt_tensor *out)
+{
+    dsrt_model *m = F->m;
+    const dsrt_model_config *c = &m->cfg;
+    int dev = ly->attn_dev;
+    dsrt_stream *s = ST(F, dev);
+    int64_t T = F->T, nh = c->num_attention_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim;
+    int64_t dc = c->kv_lora_rank, ql = c->q_lora_rank, dq = dn + dr;
+    dsrt_dtype act = m->act;
+    float eps = (float)c->rms_norm_eps;
+    const dsrt_tensor *cs = &m->devs[dev].rope_cos_sin;
+    /* 1. qr = RMSNorm(q_a x); q = q_b qr; RoPE (interleaved) on each head's pe part (last) */
+    dsrt_tensor qa, qr, q, q3, q_nope, q_pe;
+    DSRT_TRY(tmp(F, dev, act, 2, S2(T, ql), &qa));
+    DSRT_TRY(linear(F, dev, x, &ly->q_a, 1.0f, &qa));
+    DSRT_TRY(tmp(F, dev, act, 2, S2(T, ql), &qr));
+    DSRT_TRY(dsrt_rms_norm(s, &qa, &ly->q_a_norm, NULL, eps, &qr, NULL));
+    DSRT_TRY(tmp(F, dev, act, 2, S2(T, nh * dq), &q));
+    DSRT_TRY(linear(F, dev, &qr, &ly->q_b, 1.0f, &q));
+    DSRT_TRY(view(&q, 0, 3, S3(T, nh, dq), S3(nh * dq, dq, 1), &q3));
+    DSRT_TRY(view(&q, 0, 3, S3(T, nh, dn), S3(nh * dq, dq, 1), &q_nope));
+    DSRT_TRY(view(&q, dn, 3, S3(T, nh, dr), S3(nh * dq, dq, 1), &q_pe));
+    DSRT_TRY(dsrt_rope(s, &q_pe, &F->d[dev].pos, cs, true, &q_pe));
+    /* 2. kv = kv_a x = [c | k_pe]; c = RMSNorm(c); RoPE on k_pe (shared by all heads) */
+    dsrt_tensor kv, kv_c, k_pe, lat;
+    DSRT_TRY(tmp(F, dev, act, 2, S2(T, dc + dr), &kv));
+    DSRT_TRY(linear(F, dev, x, &ly->kv_a, 1.0f, &kv));
+    DSRT_TRY(view(&kv, 0, 2, S2(T, dc), S2(dc + dr, 1), &kv_c));
+    DSRT_TRY(view(&kv, dc, 2, S2(T, dr), S2(dc + dr, 1), &k_pe));
+    DSRT_TRY(tmp(F, dev, act, 2, S2(T, dc), &lat));
+    DSRT_TRY(dsrt_rms_norm(s, &kv_c, &ly->kv_a_norm, NULL, eps, &lat, NULL));
+    DSRT_TRY(dsrt_rope(s, &k_pe, &F->d[dev].pos, cs, true, &k_pe));
+    /* FP8 numerics: the latent makes an FP8 round trip (1x128 blocks) before it is used or cached */
+    if (fp8(F)) {
+        dsrt_tensor l8;
+        DSRT_TRY(dsrt_arena_tensor_scaled(AR(F, dev), DSRT_E4M3, 2, S2(T, dc), DSRT_F32, &l8));
+        DSRT_TRY(dsrt_act_quant(s, &lat, c->scale_ue8m0, &l8));
+        DSRT_TRY(dsrt_convert(s, &l8, &lat));
+    }
+    /* 4. cache the latent and the rope key */
+    DSRT_TRY(dsrt_cache_write(s, &lat, &F->d[dev].slots, &k_pe, m->cache_format, c->scale_ue8m0, &ly->kv_cache));
+    /* §4: the indexer picks positions when some row sees more than index_topk of them */
+    dsrt_tensor idx = {0};
+    if (c->has_indexer) DSRT_TRY(indexer(F, ly, x, &qr, F->max_kv > c->index_topk || m->always_select, &idx));
+    const dsrt_tensor *sel = idx.buf ? &idx : NULL;
+    if (sel) DSRT_TRY(dump(F, dev, sel, "indices", ly->index));
+    /* 5-7. attention, expanded (prefill) or absorbed (everything else) */
+    dsrt_tensor o;
+    DSRT_TRY(tmp(F, dev, act, 3, S3(T, nh, dv), &o));
+    if (F->prefill) {
+        dsrt_tensor kvx, k_nope, v;
+        DSRT_TRY(tmp(F, dev, act, 2, S2(T, nh * (dn + dv)), &kvx));
+        DSRT_TRY(linear(F, dev, &lat, &ly->kv_b, 1.0f, &kvx));
+        DSRT_TRY(view(&kvx, 0, 3, S3(T, nh, dn), S3(nh * (dn + dv), dn + dv, 1), &k_nope));
+        DSRT_TRY(view(&kvx, dn, 3, S3(T, nh, dv), S3(nh * (dn + dv), dn + dv, 1), &v));
+        DSRT_TRY(dsrt_mla_prefill(s, &q3, &k_nope, &k_pe, &v, &F->d[dev].kv_start, &F->d[dev].kv_len, sel, m->softmax_scale, &o));
+    } else {
+        dsrt_tensor w_uk, w_uv, q_lat, o_lat;
+        const dsrt_tensor *wb = &ly->kv_b_deq;
+        DSRT_TRY(view(wb, 0, 3, S3(nh, dn, dc), S3((dn + dv) * dc, dc, 1), &w_uk));
+        DSRT_TRY(view(wb, dn * dc, 3, S3(nh, dv, dc), S3((dn + dv) * dc, dc, 1), &w_uv));
+        DSRT_TRY(tmp(F, dev, act, 3, S3(T, nh, dc), &q_lat));
+        DSRT_TRY(dsrt_head_linear(s, &q_nope, &w_uk, true, &q_lat));
+        DSRT_TRY(tmp(F, dev, act, 3, S3(T, nh, dc), &o_lat));
+        DSRT_TRY(dsrt_mla_decode(s, &q_lat, &q_pe, &ly->kv_cache, m->cache_format, m->page_size, &F->d[dev].block_table,
+                                 &F->d[dev].row_seq, &F->d[dev].kv_len, sel, m->softmax_scale, &o_lat));
+        DSRT_TRY(dsrt_head_linear(s, &o_lat, &w_uv, false, &o));
+    }
+    dsrt_tensor o2;
+    DSRT_TRY(dsrt_tensor_reshape(&o, 2, S2(T, nh * dv), &o2));
+    return linear(F, dev, &o2, &ly->o, 1.0f, out);
+}
+
+/* ---- §5 FFN ---- */
+static dsrt_status swiglu_mlp(fwd *F, int dev, const dsrt_tensor *x, const dsrt_tensor *gate, const dsrt_tensor *up,
+                              const dsrt_tensor *down, const dsrt_tensor *out)
+{
+    int64_t T = x->shape[0], I = gate->shape[0];
+    dsrt_tensor g, u, a;
+    DSRT_TRY(tmp(F, dev, F->m->act, 2, S2(T, I), &g));
+    DSRT_TRY(tmp(F, dev, F->m->act, 2, S2(T, I), &u));
+    DSRT_TRY(tmp(F, dev, F->m->act, 2, S2(T, I), &a));
+    DSRT_TRY(linear(F, dev, x, gate, 1.0f, &g));
+    DSRT_TRY(linear(F, dev, x, up, 1.0f, &u));
+    DSRT_TRY(dsrt_swiglu(ST(F, dev), &g, &u, &a));
+    return linear(F, dev, &a, down, 1.0f, out);
+}
+
+/* Routed experts of one shard: dispatch rows by expert, grouped SwiGLU, weighted combine. */
+static dsrt_status expert_shard(fwd *F, const dsrt_expert_shard *sh, const dsrt_tensor *x, const dsrt_tensor *ids,
+                                const dsrt_tensor *w, const dsrt_tensor *shared, const dsrt_tensor *out)
+{
+    int dev = sh->dev;
+    dsrt_stream *s = ST(F, dev);
+    int64_t T = F->T, k = ids->shape[1], R = T * k, H = x->shape[1], I = sh->gate.shape[1];
+    dsrt_dtype act = F->m->act;
+    bool q = fp8(F) && sh->gate.dtype == DSRT_E4M3;
+    bool pow2 = F->m->cfg.scale_ue8m0;
+    dsrt_tensor xp, offs, rt, sr, g, u, a, yp;
+    DSRT_TRY(tmp(F, dev, act, 2, S2(R, H), &xp));
+    DSRT_TRY(tmp(F, dev, DSRT_I32, 1, S1(sh->count + 1), &offs));
+    DSRT_TRY(tmp(F, dev, DSRT_I32, 1, S1(R), &rt));
+    DSRT_TRY(tmp(F, dev, DSRT_I32, 2, S2(T, k), &sr));
+    DSRT_TRY(dsrt_moe_dispatch(s, x, ids, (int)sh->e0, (int)sh->count, &xp, &offs, &rt, &sr));
+    DSRT_TRY(tmp(F, dev, act, 2, S2(R, I), &g));
+    DSRT_TRY(tmp(F, dev, act, 2, S2(R, I), &u));
+    DSRT_TRY(tmp(F, dev, act, 2, S2(R, I), &a));
+    DSRT_TRY(tmp(F, dev, act, 2, S2(R, H), &yp));
+    DSRT_TRY(dsrt_linear_grouped(s, &xp, &sh->gate, &offs, q, pow2, &g));
+    DSRT_TRY(dsrt_linear_grouped(s, &xp, &sh->up, &offs, q, pow2, &u));
+    DSRT_TRY(dsrt_swiglu(s, &g, &u, &a));
+    DSRT_TRY(dsrt_linear_grouped(s, &a, &sh->down, &offs, q && sh->down.dtype == DSRT_E4M3, pow2, &yp));
+    return dsrt_moe_combine(s, &yp, &sr, ids, w, shared, out);
+}
+
+/* Copies a small tensor to a fresh arena tensor on another device. */
+static dsrt_status copy_to(fwd *F, int from, const dsrt_tensor *src, int to, dsrt_tensor *dst)
+{
+    DSRT_TRY(tmp(F, to, src->dtype, src->ndim, src->shape, dst));
+    DSRT_TRY(dsrt_stream_sync(ST(F, from)));
+    return dsrt_stream_copy(ST(F, to), src->buf, src->offset, dst->buf, dst->offset, dsrt_tensor_nbytes(src));
+}
+
+static dsrt_status moe(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const dsrt_tensor *out)
+{
+    dsrt_model *m = F->m;
+    const dsrt_model_config *c = &m->cfg;
+    int dev = ly->ffn_dev;
+    dsrt_stream *s = ST(F, dev);
+    int64_t T = F->T, E = c->n_routed_experts, k = c->num_experts_per_tok, H = c->hidden_size;
+    /* 1-3. router in fp32: sigmoid scores, corrected choice, group limits, normalized weights */
+    dsrt_tensor logits, ids, w;
+    DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(T, E), &logits));
+    DSRT_TRY(dsrt_linear(s, x, &ly->router, false, false, 1.0f, &logits));
+    DSRT_TRY(tmp(F, dev, DSRT_I32, 2, S2(T, k), &ids));
+    DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(T, k), &w));
+    DSRT_TRY(dsrt_moe_gate(s, &logits, ly->router_bias.buf ? &ly->router_bias : NULL, (int)k, (int)c->n_group, (int)c->topk_group,
+                           strcmp(c->scoring_func, "softmax") == 0 ? DSRT_SCORE_SOFTMAX : DSRT_SCORE_SIGMOID, c->norm_topk_prob,
+                           (float)c->routed_scaling_factor, &ids, &w));
+    /* 4. the shared expert, then the routed ones */
+    dsrt_tensor shared = {0};
+    if (ly->sh_gate.buf) {
+        DSRT_TRY(tmp(F, dev, m->act, 2, S2(T, H), &shared));
+        DSRT_TRY(swiglu_mlp(F, dev, x, &ly->sh_gate, &ly->sh_up, &ly->sh_down, &shared));
+    }
+    if (ly->n_shards == 1 && ly->shards[0].dev == dev)
+        return expert_shard(F, &ly->shards[0], x, &ids, &w, shared.buf ? &shared : NULL, out); /* the official order */
+    /* Experts over several devices: each shard's weighted sum in f32, added on the FFN device. */
+    dsrt_tensor acc;
+    DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(T, H), &acc));
+    float zero = 0;
+    DSRT_TRY(dsrt_stream_fill(s, acc.buf, acc.offset, dsrt_tensor_nbytes(&acc), &zero, sizeof zero));
+    for (int i = 0; i < ly->n_shards; i++) {
+        const dsrt_expert_shard *sh = &ly->shards[i];
+        dsrt_tensor xs = *x, is = ids, ws = w, part;
+        if (sh->dev != dev) {
+            DSRT_TRY(copy_to(F, dev, x, sh->dev, &xs));
+            DSRT_TRY(copy_to(F, dev, &ids, sh->dev, &is));
+            DSRT_TRY(copy_to(F, dev, &w, sh->dev, &ws));
+        }
+        DSRT_TRY(tmp(F, sh->dev, DSRT_F32, 2, S2(T, H), &part));
+        DSRT_TRY(expert_shard(F, sh, &xs, &is, &ws, NULL, &part));
+        if (sh->dev != dev) {
+            dsrt_tensor back;
+            DSRT_TRY(copy_to(F, sh->dev, &part, dev, &back));
+            part = back;
+        }
+        DSRT_TRY(dsrt_add(s, &acc, &part, &acc));
+    }
+    if (shared.buf) return dsrt_add(s, &acc, &shared, out);
+    return dsrt_convert(s, &acc, out);
+}
+
+/* With DSRT_DUMP_DIR set, every block's output is written there as f32 rows (debugging a port:
+ * compare a backend's activations with the CPU's, block by block). */
+static dsrt_status dump(fwd *F, int dev, const dsrt_tensor *t, const char *what, int64_t layer)
+{
+    const char *dir = getenv("DSRT_DUMP_DIR");
+    if (!dir || !*dir) return DSRT_OK;
+    int64_t n = dsrt_tensor_numel(t);
+    if (t->dtype == DSRT_U8) n = (n + 3) / 4;
+    float *v = malloc(sizeof(float) * (size_t)n);
+    if (!v) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory dumping %s", what);
+    dsrt_tensor f = *t;
+    dsrt_status st = DSRT_OK;
+    if (t->dtype != DSRT_I32 && t->dtype != DSRT_U8) {
+        st = tmp(F, dev, DSRT_F32, t->ndim, t->shape, &f);
+        if (!st) st = dsrt_convert(ST(F, dev), t, &f);
+    }
+    if (!st) st = dsrt_stream_read(ST(F, dev), f.buf, f.offset, v, dsrt_tensor_nbytes(&f));
+    if (!st) st = dsrt_stream_sync(ST(F, dev));
+    if (!st) {
+        char path[1100];
+        snprintf(path, sizeof path, "%s/pos%d_layer%lld_%s.%s", dir, F->pos[0], (long long)layer, what,
+                 t->dtype == DSRT_I32 ? "i32" : t->dtype == DSRT_U8 ? "u8" : "f32");
+        FILE *fp = fopen(path, "wb");
+        if (!fp || fwrite(v, 1, dsrt_tensor_nbytes(&f), fp) != dsrt_tensor_nbytes(&f)) st = dsrt_error(DSRT_CODE_IO, "cannot write %s", path);
+        if (fp) fclose(fp);
+    }
+    free(v);
+    return st;
+}
+
+/* ---- one decoder layer: h = h + Attn(norm(h)); h = h + FFN(norm(h)) ---- */
+static dsrt_status layer(fwd *F, dsrt_layer *ly, stream_pos *p)
+{
+    int64_t T = F->T, H = F->m->cfg.hidden_size;
+    dsrt_dtype act = F->m->act;
+    DSRT_TRY(stream_to(F, p, ly->attn_dev));
+    dsrt_arena_mark mk = dsrt_arena_save(AR(F, p->dev));
+    dsrt_tensor xn;
+    int out;
+    DSRT_TRY(tmp(F, p->dev, act, 2, S2(T, H), &xn));
+    DSRT_TRY(norm_block_input(F, p, &ly->attn_norm, &xn, &out));
+    DSRT_TRY(attention(F, ly, &xn, &F->d[p->dev].state[out]));
+    DSRT_TRY(dump(F, p->dev, &F->d[p->dev].state[out], "attn", ly->index));
+    p->h = out;
+    dsrt_arena_restore(AR(F, ly->attn_dev), mk);
+
+    DSRT_TRY(stream_to(F, p, ly->ffn_dev));
+    int dev = p->dev;
+    dsrt_arena_mark marks[DSRT_MAX_MODEL_DEVICES];
+    for (int d = 0; d < F->m->n_devs; d++) marks[d] = dsrt_arena_save(AR(F, d));
+    DSRT_TRY(tmp(F, dev, act, 2, S2(T, H), &xn));
+    DSRT_TRY(norm_block_input(F, p, &ly->ffn_norm, &xn, &out));
+    const dsrt_tensor *y = &F->d[dev].state[out];
+    if (ly->moe) DSRT_TRY(moe(F, ly, &xn, y));
+    else DSRT_TRY(swiglu_mlp(F, dev, &xn, &ly->gate, &ly->up, &ly->down, y));
+    DSRT_TRY(dump(F, dev, y, "ffn", ly->index));
+    p->h = out;
+    /* shards on other devices finished when their results were copied back */
+    for (int d = 0; d < F->m->n_devs; d++) dsrt_arena_restore(AR(F, d), marks[d]);
+    return DSRT_OK;
+}
+
+/* ---- metadata of the rows ---- */
+static dsrt_status reserve_pages(dsrt_model *m, const dsrt_batch_item *items, int n)
+{
+    int64_t need = 0;
+    for (int i = 0; i < n; i++) {
+        dsrt_seq *s = items[i].seq;
+        int64_t end = s->len + items[i].n_tokens, pages = (end + m->page_size - 1) / m->page_size;
+        if (end > m->n_pages * m->page_size)
+            return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED,
+                              "sequence %d would reach %lld tokens but the KV cache holds %lld (raise the context size)", i,
+                              (long long)end, (long long)(m->n_pages * m->page_size));
+        if (pages > s->n_pages) need += pages - s->n_pages;
+    }
+    if (need > m->n_free)
+        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "the KV cache is full: %lld more pages of %d tokens are needed, %lld are free",
+                          (long long)need, m->page_size, (long long)m->n_free);
+    for (int i = 0; i < n; i++) {
+        dsrt_seq *s = items[i].seq;
+        int64_t pages = (s->len + items[i].n_tokens + m->page_size - 1) / m->page_size;
+        if (pages > s->cap_pages) {
+            int32_t *p = realloc(s->pages, sizeof *p * (size_t)pages);
+            if (!p) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory");
+            s->pages = p;
+            s->cap_pages = pages;
+        }
+        while (s->n_pages < pages) s->pages[s->n_pages++] = m->free_pages[--m->n_free];
+    }
+    return DSRT_OK;
+}
+
+/* Checks the batch before anything changes: sequences, token ids. */
+static dsrt_status validate_items(dsrt_model *m, const dsrt_batch_item *items, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!items[i].seq || items[i].seq->model != m)
+            return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "batch item %d has no sequence of this model", i);
+        if (items[i].n_tokens < 0 || (items[i].n_tokens > 0 && !items[i].tokens))
+            return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "batch item %d has no tokens", i);
+        for (int j = 0; j < i; j++)
+            if (items[j].seq == items[i].seq)
+                return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "batch items %d and %d feed the same sequence", j, i);
+        for (int64_t j = 0; j < items[i].n_tokens; j++)
+            if (items[i].tokens[j] < 0 || items[i].tokens[j] >= m->cfg.vocab_size)
+                return dsrt_error(DSRT_CODE_OUT_OF_RANGE, "token id %d at position %lld of batch item %d is outside the vocabulary (0..%lld)",
+                                  items[i].tokens[j], (long long)j, i, (long long)(m->cfg.vocab_size - 1));
+    }
+    return DSRT_OK;
+}
+
+/* Rows of the forward, in item order, after the pages are reserved. */
+static dsrt_status build_rows(fwd *F, const dsrt_batch_item *items, int n)
+{
+    dsrt_model *m = F->m;
+    int64_t T = 0;
+    F->prefill = true;
+    F->max_pages = 1;
+    for (int i = 0; i < n; i++) {
+        T += items[i].n_tokens;
+        if (items[i].seq->len > 0) F->prefill = false;
+        int64_t pages = (items[i].seq->len + items[i].n_tokens + m->page_size - 1) / m->page_size;
+        if (pages > F->max_pages) F->max_pages = (int)pages;
+    }
+    F->T = T;
+    F->n_seq = n;
+    size_t t = (size_t)T + 1;
+    F->tokens = malloc(t * sizeof(int32_t));
+    F->pos = malloc(t * sizeof(int32_t));
+    F->slots = malloc(t * sizeof(int32_t));
+    F->row_seq = malloc(t * sizeof(int32_t));
+    F->kv_len = malloc(t * sizeof(int32_t));
+    F->kv_start = malloc(t * sizeof(int32_t));
+    F->logit_rows = malloc(t * sizeof(int32_t));
+    F->block_table = malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1) * (size_t)F->max_pages);
+    if (!F->tokens || !F->pos || !F->slots || !F->row_seq || !F->kv_len || !F->kv_start || !F->logit_rows || !F->block_table)
+        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory for %lld rows", (long long)T);
+    int64_t r = 0;
+    F->n_logit_rows = 0;
+    F->max_kv = 0;
+    for (int i = 0; i < n; i++) {
+        dsrt_seq *s = items[i].seq;
+        for (int p = 0; p < F->max_pages; p++) F->block_table[i * F->max_pages + p] = p < s->n_pages ? s->pages[p] : -1;
+        int64_t base = r;
+        for (int64_t j = 0; j < items[i].n_tokens; j++, r++) {
+            int64_t pos = s->len + j;
+            F->tokens[r] = items[i].tokens[j];
+            F->pos[r] = (int32_t)pos;
+            F->slots[r] = s->pages[pos / m->page_size] * m->page_size + (int32_t)(pos % m->page_size);
+            F->row_seq[r] = i;
+            F->kv_len[r] = (int32_t)(pos + 1);
+            F->kv_start[r] = (int32_t)base;
+            if (pos + 1 > F->max_kv) F->max_kv = pos + 1;
+            if (items[i].all_logits || j == items[i].n_tokens - 1) F->logit_rows[F->n_logit_rows++] = (int32_t)r;
+        }
+    }
+    return DSRT_OK;
+}
+
+static dsrt_status upload_i32(fwd *F, int dev, const int32_t *src, int ndim, const int64_t *shape, dsrt_tensor *out)
+{
+    DSRT_TRY(tmp(F, dev, DSRT_I32, ndim, shape, out));
+    return dsrt_stream_write(ST(F, dev), out->buf, out->offset, src, dsrt_tensor_nbytes(out));
+}
+
+static dsrt_status upload_rows(fwd *F)
+{
+    int64_t T = F->T, H = F->m->cfg.hidden_size;
+    for (int d = 0; d < F->m->n_devs; d++) {
+        DSRT_TRY(upload_i32(F, d, F->tokens, 1, S1(T), &F->d[d].tokens));
+        DSRT_TRY(upload_i32(F, d, F->pos, 1, S1(T), &F->d[d].pos));
+        DSRT_TRY(upload_i32(F, d, F->slots, 1, S1(T), &F->d[d].slots));
+        DSRT_TRY(upload_i32(F, d, F->row_seq, 1, S1(T), &F->d[d].row_seq));
+        DSRT_TRY(upload_i32(F, d, F->kv_len, 1, S1(T), &F->d[d].kv_len));
+        DSRT_TRY(upload_i32(F, d, F->kv_start, 1, S1(T), &F->d[d].kv_start));
+        DSRT_TRY(upload_i32(F, d, F->logit_rows, 1, S1(F->n_logit_rows), &F->d[d].logit_rows));
+        DSRT_TRY(upload_i32(F, d, F->block_table, 2, S2(F->n_seq, F->max_pages), &F->d[d].block_table));
+        for (int i = 0; i < DSRT_STATE_SLOTS; i++) DSRT_TRY(tmp(F, d, F->m->act, 2, S2(T, H), &F->d[d].state[i]));
+    }
+    return DSRT_OK;
+}
+
+static void free_rows(fwd *F)
+{
+    free(F->tokens);
+    free(F->pos);
+    free(F->slots);
+    free(F->row_seq);
+    free(F->kv_len);
+    free(F->kv_start);
+    free(F->logit_rows);
+    free(F->block_table);
+}
+
+/* ---- §2 the whole model ---- */
+static dsrt_status run(fwd *F, float *logits)
+{
+    dsrt_model *m = F->m;
+    const dsrt_model_config *c = &m->cfg;
+    int64_t T = F->T, H = c->hidden_size, V = c->vocab_size;
+    DSRT_TRY(upload_rows(F));
+    /* h0 = embed[token] */
+    stream_pos p = {m->place.embed, 0, -1};
+    DSRT_TRY(dsrt_embed(ST(F, p.dev), &m->embed, &F->d[p.dev].tokens, &F->d[p.dev].state[0]));
+    for (int64_t l = 0; l < c->num_hidden_layers; l++)
+        DSRT_TRY(dsrt_status_wrap(layer(F, &m->layers[l], &p), "layer %lld", (long long)l));
+    /* logits = lm_head . RMSNorm(h), on the rows asked for, in fp32 */
+    DSRT_TRY(stream_to(F, &p, m->place.head));
+    int dev = p.dev;
+    dsrt_tensor hn, sel, out;
+    DSRT_TRY(tmp(F, dev, m->act, 2, S2(T, H), &hn));
+    const dsrt_tensor *res = p.res >= 0 ? &F->d[dev].state[p.res] : NULL;
+    DSRT_TRY(dsrt_rms_norm(ST(F, dev), &F->d[dev].state[p.h], &m->final_norm, res, (float)c->rms_norm_eps, &hn, res));
+    DSRT_TRY(tmp(F, dev, m->act, 2, S2(F->n_logit_rows, H), &sel));
+    DSRT_TRY(dsrt_embed(ST(F, dev), &hn, &F->d[dev].logit_rows, &sel)); /* row gather */
+    DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(F->n_logit_rows, V), &out));
+    DSRT_TRY(dsrt_linear(ST(F, dev), &sel, &m->lm_head, false, false, 1.0f, &out));
+    DSRT_TRY(dsrt_stream_read(ST(F, dev), out.buf, out.offset, logits, dsrt_tensor_nbytes(&out)));
+    return dsrt_stream_sync(ST(F, dev));
+}
+
+dsrt_status dsrt_model_forward(dsrt_model *m, const dsrt_batch_item *items, int n_items, float *logits)
+{
+    if (!m || (!items && n_items) || n_items < 0) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "forward: bad arguments");
+    fwd F;
+    memset(&F, 0, sizeof F);
+    F.m = m;
+    dsrt_status st = validate_items(m, items, n_items);
+    if (!st && dsrt_batch_logit_rows(items, n_items) == 0) return DSRT_OK; /* nothing to run */
+    if (!st && !logits) st = dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "forward: no logits buffer");
+    if (!st) st = reserve_pages(m, items, n_items);
+    if (!st) st = build_rows(&F, items, n_items);
+    if (!st) st = run(&F, logits);
+    /* Wait for every device before the workspaces are reused; keep the first failure. */
+    for (int d = 0; d < m->n_devs; d++) {
+        dsrt_status s2 = dsrt_stream_sync(m->devs[d].stream);
+        if (!st) st = s2;
+        else dsrt_status_free(s2);
+        dsrt_arena_reset(&m->devs[d].arena);
+    }
+    if (!st)
+        for (int i = 0; i < n_items; i++) items[i].seq->len += items[i].n_tokens;
+    free_rows(&F);
+    return st;
+}

@@ -1,0 +1,268 @@
+/* dsrt bench: prefill and decode throughput of a model (a checkpoint or a generated full-width one), with
+ * decode's fraction of the memory-bandwidth roofline: (bytes of weights and cache read per step) divided
+ * by the device's measured bandwidth, over the measured step time. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "dsrt/dsrt.h"
+#include "dsrt/model.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: dsrt bench (-m DIR | --synthetic layer|slice) [--backend NAME] [--precision f32|fp8]\n"
+            "                  [--prompt N] [--gen N] [--batch B] [--context C] [--placement FILE]\n\n"
+            "Times a prefill of N tokens and G decode steps at batch B (B sequences, each at context C),\n"
+            "prints tokens/s, the device's measured memory bandwidth, the bytes a decode step reads\n"
+            "(weights touched + KV cache) and decode's fraction of that roofline.\n"
+            "  -m DIR              a Hugging Face checkpoint folder\n"
+            "  --synthetic layer   a generated DeepSeek-V3.2 full-width layer (hidden 7168, 128 heads,\n"
+            "                      256 experts of 2048, FP8, vocab 1024); 'slice': 1 dense + 3 MoE layers\n"
+            "  --prompt N          prefill length (default 64)\n"
+            "  --gen N             decode steps (default 16)\n"
+            "  --batch B           sequences decoded together (default 1)\n"
+            "  --context C         cached positions before decoding (default: the prompt length)\n");
+}
+
+/* The full-width V3.2 shapes (SPEC §1), with `dense` dense layers then `moe` MoE layers. */
+static char *synthetic_config(int dense, int moe)
+{
+    char *s = malloc(2048);
+    if (!s) return NULL;
+    snprintf(s, 2048,
+             "{\"model_type\":\"deepseek_v32\",\"vocab_size\":1024,\"hidden_size\":7168,\"intermediate_size\":18432,"
+             "\"moe_intermediate_size\":2048,\"num_hidden_layers\":%d,\"first_k_dense_replace\":%d,"
+             "\"num_attention_heads\":128,\"q_lora_rank\":1536,\"kv_lora_rank\":512,\"qk_nope_head_dim\":128,"
+             "\"qk_rope_head_dim\":64,\"v_head_dim\":128,\"n_routed_experts\":256,\"num_experts_per_tok\":8,"
+             "\"n_shared_experts\":1,\"n_group\":8,\"topk_group\":4,\"routed_scaling_factor\":2.5,\"norm_topk_prob\":true,"
+             "\"scoring_func\":\"sigmoid\",\"topk_method\":\"noaux_tc\",\"index_n_heads\":64,\"index_head_dim\":128,"
+             "\"index_topk\":2048,\"rms_norm_eps\":1e-6,\"rope_theta\":10000,\"max_position_embeddings\":163840,"
+             "\"rope_scaling\":{\"type\":\"yarn\",\"factor\":40,\"original_max_position_embeddings\":4096,\"beta_fast\":32,"
+             "\"beta_slow\":1,\"mscale\":1.0,\"mscale_all_dim\":1.0},"
+             "\"quantization_config\":{\"quant_method\":\"fp8\",\"fmt\":\"e4m3\",\"scale_fmt\":\"ue8m0\","
+             "\"activation_scheme\":\"dynamic\",\"weight_block_size\":[128,128]},\"bos_token_id\":0,\"eos_token_id\":1}",
+             dense + moe, dense);
+    return s;
+}
+
+/* Device memory bandwidth: a large f32 -> f32 convert (read + write), the best of several runs. */
+static dsrt_status measure_bandwidth(const char *spec, double *gbs)
+{
+    dsrt_device *dev = NULL;
+    dsrt_stream *s = NULL;
+    dsrt_buffer *a = NULL, *b = NULL;
+    DSRT_TRY(dsrt_device_open_by_name(spec, &dev));
+    const dsrt_device_caps *caps = dsrt_device_get_caps(dev);
+    size_t bytes = 512u << 20;
+    if (caps->max_alloc_bytes && bytes > caps->max_alloc_bytes / 2) bytes = (size_t)(caps->max_alloc_bytes / 2);
+    if (caps->memory_bytes && bytes > caps->memory_bytes / 8) bytes = (size_t)(caps->memory_bytes / 8);
+    bytes &= ~(size_t)(16384 - 1);
+    int64_t rows = (int64_t)(bytes / 16384), shape[2] = {rows, 4096};
+    dsrt_tensor x, y;
+    dsrt_status st = dsrt_stream_create(dev, &s);
+    if (!st) st = dsrt_buffer_alloc(dev, bytes, &a);
+    if (!st) st = dsrt_buffer_alloc(dev, bytes, &b);
+    float one = 1.0f;
+    if (!st) st = dsrt_stream_fill(s, a, 0, bytes, &one, sizeof one);
+    if (!st) st = dsrt_tensor_make(a, 0, DSRT_F32, 2, shape, &x);
+    if (!st) st = dsrt_tensor_make(b, 0, DSRT_F32, 2, shape, &y);
+    if (!st) st = dsrt_convert(s, &x, &y); /* warm-up */
+    if (!st) st = dsrt_stream_sync(s);
+    double best = 1e30;
+    for (int i = 0; i < 5 && !st; i++) {
+        double t0 = now_s();
+        st = dsrt_convert(s, &x, &y);
+        if (!st) st = dsrt_stream_sync(s);
+        double t = now_s() - t0;
+        if (t < best) best = t;
+    }
+    if (!st) *gbs = 2.0 * (double)bytes / best / 1e9;
+    dsrt_buffer_release(a);
+    dsrt_buffer_release(b);
+    dsrt_stream_release(s);
+    dsrt_device_release(dev);
+    return st;
+}
+
+/* Bytes a decode step reads for `batch` sequences at context `ctx`: every attention, indexer, dense and
+ * shared weight, the routed experts the batch touches (expected distinct ones), the head, and the KV
+ * and indexer-key cache rows attention and the indexer read. */
+static double decode_bytes(const dsrt_model_config *c, bool fp8, int batch, int64_t ctx)
+{
+    double wb = fp8 && c->fp8 ? 1.0 : 2.0; /* bytes per weight */
+    double H = (double)c->hidden_size, nh = (double)c->num_attention_heads, dn = (double)c->qk_nope_head_dim;
+    double dr = (double)c->qk_rope_head_dim, dv = (double)c->v_head_dim, dc = (double)c->kv_lora_rank, ql = (double)c->q_lora_rank;
+    double attn = (ql * H + nh * (dn + dr) * ql + (dc + dr) * H + nh * (dn + dv) * dc + H * nh * dv) * wb;
+    double idx = 0;
+    if (c->has_indexer) idx = ((double)c->index_n_heads * (double)c->index_head_dim * ql + (double)c->index_head_dim * H) * wb +
+                              (double)c->index_n_heads * H * 2;
+    double total = 0;
+    double E = (double)c->n_routed_experts, k = (double)c->num_experts_per_tok;
+    double expert = 3.0 * (double)c->moe_intermediate_size * H * wb;
+    double distinct = E > 0 ? E * (1.0 - pow(1.0 - k / E, batch)) : 0;
+    double kv_row = fp8 ? dc + 4 * ceil(dc / 128) + 2 * dr : 4 * (dc + dr);
+    double ik_row = fp8 ? (double)c->index_head_dim + 4 : 4 * (double)c->index_head_dim;
+    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
+        total += attn + idx;
+        if (dsrt_config_layer_is_moe(c, l))
+            total += E * H * 2 + distinct * expert + 3.0 * (double)(c->moe_intermediate_size * c->n_shared_experts) * H * wb;
+        else total += 3.0 * (double)c->intermediate_size * H * wb;
+        double visible = (double)ctx + 1;
+        double attended = c->has_indexer && visible > (double)c->index_topk ? (double)c->index_topk : visible;
+        total += batch * attended * kv_row;
+        if (c->has_indexer && visible > (double)c->index_topk) total += batch * visible * ik_row;
+    }
+    total += (double)c->vocab_size * H * 2 + batch * H * 2; /* head, embedding rows */
+    return total;
+}
+
+static int parse_int(const char *flag, const char *v, long long lo, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || errno || x < lo) {
+        fprintf(stderr, "dsrt bench: error: %s expects an integer >= %lld, got '%s'\n", flag, lo, v);
+        return 1;
+    }
+    *out = x;
+    return 0;
+}
+
+static void progress(void *ctx, uint64_t done, uint64_t total)
+{
+    double *last = ctx, t = now_s();
+    if (t - *last < 1.0 && done < total) return;
+    *last = t;
+    fprintf(stderr, "\rloading: %.1f / %.1f GB", (double)done / 1e9, (double)total / 1e9);
+    if (done >= total) fprintf(stderr, "\n");
+}
+
+int dsrt_cmd_bench(int argc, char **argv)
+{
+    if (dsrt_cli_load_plugins("bench", &argc, argv)) return 1;
+    const char *dir = NULL, *synth = NULL, *backend = "cpu", *precision = "auto", *placement = NULL;
+    long long prompt = 64, gen = 16, batch = 1, context = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "dsrt bench: error: '%s' needs a value (see dsrt bench --help)\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) dir = v;
+        else if (!strcmp(a, "--synthetic")) synth = v;
+        else if (!strcmp(a, "--backend")) backend = v;
+        else if (!strcmp(a, "--precision")) precision = v;
+        else if (!strcmp(a, "--placement")) placement = v;
+        else if (!strcmp(a, "--prompt")) {
+            if (parse_int(a, v, 1, &prompt)) return 2;
+        } else if (!strcmp(a, "--gen")) {
+            if (parse_int(a, v, 1, &gen)) return 2;
+        } else if (!strcmp(a, "--batch")) {
+            if (parse_int(a, v, 1, &batch)) return 2;
+        } else if (!strcmp(a, "--context")) {
+            if (parse_int(a, v, 0, &context)) return 2;
+        } else {
+            fprintf(stderr, "dsrt bench: error: unknown option '%s' (see dsrt bench --help)\n", a);
+            return 2;
+        }
+    }
+    if (!dir == !synth) {
+        fprintf(stderr, "dsrt bench: error: give exactly one of -m DIR or --synthetic layer|slice\n");
+        return 2;
+    }
+    if (synth && strcmp(synth, "layer") && strcmp(synth, "slice")) {
+        fprintf(stderr, "dsrt bench: error: --synthetic takes 'layer' or 'slice', not '%s'\n", synth);
+        return 2;
+    }
+    if (context < 0) context = prompt;
+    double last = 0;
+    dsrt_model_options opt = {.device = backend, .placement = placement, .progress = progress, .progress_ctx = &last};
+    opt.max_context = (context + gen + 1) > prompt ? context + gen + 1 : prompt + 1;
+    opt.max_context *= batch;
+    char *cfg_text = NULL;
+    if (synth) {
+        cfg_text = strcmp(synth, "layer") == 0 ? synthetic_config(0, 1) : synthetic_config(1, 3);
+        opt.synthetic_config = cfg_text;
+        opt.synthetic_seed = 1;
+    }
+    dsrt_status st = dsrt_numerics_parse(precision, &opt.numerics);
+    dsrt_model *m = NULL;
+    dsrt_seq **seqs = calloc((size_t)batch, sizeof *seqs);
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(prompt > batch ? prompt : batch));
+    dsrt_batch_item *items = calloc((size_t)batch, sizeof *items);
+    float *logits = NULL;
+    double bw = 0;
+    if (!seqs || !toks || !items) st = dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory");
+    double t0 = now_s();
+    if (!st) st = dsrt_model_load(dir ? dir : "(synthetic)", &opt, &m);
+    double t_load = now_s() - t0;
+    if (st) goto done;
+    const dsrt_model_config *c = dsrt_model_get_config(m);
+    bool fp8 = dsrt_model_numerics(m) == DSRT_NUMERICS_FP8;
+    logits = malloc(sizeof(float) * (size_t)c->vocab_size * (size_t)batch);
+    if (!logits) {
+        st = dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        goto done;
+    }
+    for (long long i = 0; i < (prompt > batch ? prompt : batch); i++) toks[i] = (int32_t)((i * 7919 + 13) % c->vocab_size);
+    printf("model: %s (%s), %.2f GB of weights, loaded in %.1f s\nplacement: %s\n", dir ? dir : synth,
+           dir ? "checkpoint" : "generated, full width", (double)dsrt_model_weight_bytes(m) / 1e9, t_load,
+           dsrt_model_placement_summary(m));
+    /* prefill */
+    dsrt_seq *ps = NULL;
+    if ((st = dsrt_seq_create(m, &ps))) goto done;
+    dsrt_batch_item pi = {ps, toks, prompt, false};
+    t0 = now_s();
+    st = dsrt_model_forward(m, &pi, 1, logits);
+    double t_prefill = now_s() - t0;
+    dsrt_seq_free(ps);
+    if (st) goto done;
+    printf("prefill: %lld tokens in %.3f s = %.1f tokens/s\n", prompt, t_prefill, (double)prompt / t_prefill);
+    /* decode: batch sequences at `context`, one token each per step */
+    for (long long b = 0; b < batch; b++) {
+        if ((st = dsrt_seq_create(m, &seqs[b]))) goto done;
+        if ((st = dsrt_seq_skip(seqs[b], context))) goto done;
+        items[b] = (dsrt_batch_item){seqs[b], &toks[b], 1, false};
+    }
+    st = dsrt_model_forward(m, items, (int)batch, logits); /* warm-up step */
+    if (st) goto done;
+    t0 = now_s();
+    for (long long g = 0; g < gen && !st; g++) st = dsrt_model_forward(m, items, (int)batch, logits);
+    double t_decode = (now_s() - t0) / (double)gen;
+    if (st) goto done;
+    if ((st = measure_bandwidth(backend, &bw))) goto done;
+    double bytes = decode_bytes(c, fp8, (int)batch, context + gen / 2);
+    double roof = bytes / (bw * 1e9);
+    printf("decode: batch %lld at context %lld: %.2f ms/step = %.2f tokens/s\n", batch, context, t_decode * 1e3,
+           (double)batch / t_decode);
+    printf("bandwidth: %.1f GB/s measured on %s (copy, read + write)\n", bw, backend);
+    printf("roofline: %.3f GB read per step -> %.2f ms at that bandwidth; decode reaches %.1f%% of it\n", bytes / 1e9, roof * 1e3,
+           100.0 * roof / t_decode);
+done:
+    for (long long b = 0; b < batch && seqs; b++) dsrt_seq_free(seqs[b]);
+    free(seqs);
+    free(items);
+    free(toks);
+    free(logits);
+    free(cfg_text);
+    dsrt_model_free(m);
+    return st ? dsrt_cli_fail("bench", st) : 0;
+}
