@@ -389,10 +389,11 @@ static void gen_rope(cf_suite *S)
     for (size_t i = 0; i < sizeof V / sizeof V[0]; i++) {
         char tags[48];
         snprintf(tags, sizeof tags, "%s%s%s", V[i].alias ? "alias " : "", V[i].oob ? "edge " : "", V[i].T == 0 ? "empty" : "");
-        cf_case *c = cf_begin(S, DSRT_OP_ROPE, V[i].quick, tags, "%s %s T=%lld%s%lld R=%lld%s%s", DN(V[i].x),
-                              V[i].inter ? "interleaved" : "half-split", (long long)V[i].T, V[i].H ? " H=" : "",
-                              (long long)(V[i].H ? V[i].H : 0), (long long)V[i].R, V[i].alias ? " in place" : "",
-                              V[i].oob ? " positions outside the table" : "");
+        char heads[32] = "";
+        if (V[i].H) snprintf(heads, sizeof heads, " H=%lld", (long long)V[i].H);
+        cf_case *c = cf_begin(S, DSRT_OP_ROPE, V[i].quick, tags, "%s %s T=%lld%s R=%lld%s%s", DN(V[i].x),
+                              V[i].inter ? "interleaved" : "half-split", (long long)V[i].T, heads, (long long)V[i].R,
+                              V[i].alias ? " in place" : "", V[i].oob ? " positions outside the table" : "");
         if (!c) continue;
         cf_operand *x = V[i].H ? cf_in(c, 0, V[i].x, 3, SH(V[i].T, V[i].H, V[i].R)) : cf_in(c, 0, V[i].x, 2, SH(V[i].T, V[i].R));
         cf_fill_normal(c, x, 0, 1);
@@ -741,6 +742,7 @@ static void gen_cache_write(cf_suite *S)
             cf_shuffle_i32(c, perm, V[i].S);
             for (int64_t t = 0; t < V[i].T; t++) cf_set_i32(slots, t, perm[t]);
             if (V[i].T >= 3) cf_set_i32(slots, 1, -1); /* skipped */
+            if (V[i].T >= 5) cf_set_i32(slots, 3, (int32_t)V[i].S); /* outside [0, S): skipped */
             free(perm);
         } else {
             c->host_oom = true;
@@ -780,7 +782,8 @@ static void gen_mla_prefill(cf_suite *S)
         {DSRT_F32, DSRT_F32, 0, 4, 2, 128, 64, 128, CAUSAL, false},
         {DSRT_F32, DSRT_BF16, 1, 1, 16, 128, 64, 128, CAUSAL, false},
     };
-    static const char *kn[] = {"causal", "two packed sequences", "DSA indices", "rows without keys", "chunk after 32 cached"};
+    static const char *kn[] = {"causal", "two packed sequences", "DSA indices", "rows without keys or past the keys",
+                               "chunk after 32 cached"};
     for (size_t i = 0; i < sizeof V / sizeof V[0]; i++) {
         cf_case *c = cf_begin(S, DSRT_OP_MLA_PREFILL, V[i].quick, V[i].T == 0 ? "empty" : V[i].kind == DSA ? "dsa" : "",
                               "%s->%s T=%lld L=%lld H=%lld Dn=%lld Dr=%lld Dv=%lld %s", DN(V[i].q), DN(V[i].o),
@@ -800,6 +803,10 @@ static void gen_mla_prefill(cf_suite *S)
                 len = (int32_t)(t - 11);
             }
             if (V[i].kind == EMPTY_ROWS && (t == 0 || t == 3)) len = 0;
+            if (V[i].kind == EMPTY_ROWS && t == 5) { /* key rows past L are skipped */
+                start = (int32_t)L - 2;
+                len = 5;
+            }
             cf_set_i32(ks, t, start);
             cf_set_i32(kl, t, len);
         }
@@ -855,6 +862,7 @@ static void decode_case(cf_suite *S, const decode_variant *v, const char *label)
     cf_operand *tab = cf_in(c, 3, DSRT_I32, 2, SH(v->nseq, P));
     for (int64_t i = 0; bt && i < v->nseq * P; i++) cf_set_i32(tab, i, bt[i]);
     free(bt);
+    if (strstr(v->tags, "edge") && v->nseq > 1 && P > 1) cf_set_i32(tab, 1 * P + 1, -1); /* a page without keys */
     cf_operand *rs = cf_in(c, 4, DSRT_I32, 1, SH(T)), *kl = cf_in(c, 5, DSRT_I32, 1, SH(T));
     for (int64_t t = 0; t < T; t++) {
         bool mtp = v->rows_per_seq > 1;
@@ -889,7 +897,7 @@ static void gen_mla_decode(cf_suite *S)
         /* Model size: all 128 heads over a long context in the deployment cache. */
         {DSRT_CACHE_FP8, DSRT_BF16, DSRT_U8, DSRT_BF16, 128, 512, 64, 64, 1, {8192}, 1, 0, false, "large paged fp8"},
     };
-    static const char *label[] = {"", "", "", " DSA top-64", " 4 MTP rows", " kv_len 0 and 1", " long context"};
+    static const char *label[] = {"", "", "", " DSA top-64", " 4 MTP rows", " kv_len 0 and 1, a missing page", " long context"};
     for (size_t i = 0; i < sizeof V / sizeof V[0]; i++) decode_case(S, &V[i], label[i]);
     cf_case *c = cf_begin(S, DSRT_OP_MLA_DECODE, false, "empty", "plain f32 cache T=0");
     if (c) {
@@ -948,6 +956,7 @@ static void indexer_case(cf_suite *S, const idx_variant *v)
     cf_operand *tab = cf_in(c, 3, DSRT_I32, 2, SH(v->nseq, P));
     for (int64_t i = 0; bt && i < v->nseq * P; i++) cf_set_i32(tab, i, bt[i]);
     free(bt);
+    if (strstr(v->tags, "edge") && v->nseq > 1 && P > 1) cf_set_i32(tab, 1 * P + 1, -1); /* a page without keys */
     cf_operand *rs = cf_in(c, 4, DSRT_I32, 1, SH(T)), *kl = cf_in(c, 5, DSRT_I32, 1, SH(T));
     for (int64_t t = 0; t < T; t++) {
         bool pre = v->rows > v->nseq;
@@ -969,7 +978,7 @@ static void gen_indexer(cf_suite *S)
         {DSRT_CACHE_FP8, DSRT_E4M3, DSRT_U8, 64, 128, 200, 64, 2, {200, 77}, 0, true, "paged fp8", ""},
         {DSRT_CACHE_FP8, DSRT_E4M3, DSRT_U8, 4, 256, 64, 16, 1, {50}, 0, false, "paged fp8", " two blocks per head"},
         {DSRT_CACHE_PLAIN, DSRT_F32, DSRT_BF16, 16, 128, 40, 8, 1, {40}, 6, false, "paged", " 6 causal prefill rows"},
-        {DSRT_CACHE_PLAIN, DSRT_F32, DSRT_F32, 4, 64, 16, 4, 3, {0, 16, 3}, 0, false, "paged edge", " kv_len 0"},
+        {DSRT_CACHE_PLAIN, DSRT_F32, DSRT_F32, 4, 64, 16, 4, 3, {0, 16, 3}, 0, false, "paged edge", " kv_len 0, a missing page"},
         {DSRT_CACHE_FP8, DSRT_E4M3, DSRT_U8, 64, 128, 32768, 64, 2, {32768, 20000}, 0, false, "large paged fp8",
          " long context"},
     };
@@ -1002,7 +1011,7 @@ static void gen_topk(cf_suite *S)
     } V[] = {
         {4, 1000, 64, RANDOM, true, "", ""},
         {3, 50, 64, RANDOM, true, "edge", " k larger than the row"},
-        {5, 300, 32, LENGTHS, false, "edge", " with lengths (one 0)"},
+        {5, 300, 32, LENGTHS, false, "edge", " with lengths (0 and negative)"},
         {4, 200, 16, SPECIAL, true, "nan", " nan-inf entries"},
         {3, 500, 100, TIES, false, "ties", " many equal scores"},
         {0, 128, 8, RANDOM, false, "empty", ""},
@@ -1032,6 +1041,7 @@ static void gen_topk(cf_suite *S)
             cf_operand *len = cf_in(c, 1, DSRT_I32, 1, SH(T));
             for (int64_t t = 0; t < T; t++) cf_set_i32(len, t, (int32_t)cf_rng_int(&c->rng, L + 1));
             if (T > 1) cf_set_i32(len, 1, 0);
+            if (T > 2) cf_set_i32(len, 2, -5); /* a negative length ignores the row */
             if (T > 0) cf_set_i32(len, 0, (int32_t)L);
         }
         cf_out(c, 0, DSRT_I32, 2, SH(T, V[i].k));
@@ -1141,6 +1151,7 @@ static void gen_moe(cf_suite *S)
         if (perm) {
             cf_shuffle_i32(c, perm, R);
             for (int64_t j = 0; j < R; j++) cf_set_i32(sr, j, C[i].remote && j % 3 == 1 ? -1 : perm[j]);
+            if (C[i].remote && R > 2) cf_set_i32(sr, 2, (int32_t)R + 3); /* outside [0, R): skipped */
             free(perm);
         } else {
             c->host_oom = true;
