@@ -174,6 +174,18 @@ int dsrt_cmd_conform(int argc, char **argv)
         rc = conform_bad("%s", "--backend NAME is required");
         goto done;
     }
+    /* Report paths are checked before the run, not after it. */
+    const char *outs[2] = {report, html};
+    for (int i = 0; i < 2; i++) {
+        if (!outs[i]) continue;
+        FILE *f = fopen(outs[i], "w");
+        if (!f) {
+            fprintf(stderr, "dsrt conform: error: cannot write '%s': %s\n", outs[i], strerror(errno));
+            rc = 1;
+            goto done;
+        }
+        fclose(f);
+    }
     rc = 1;
     dsrt_status st = open_target(opt.backend, opt.device, &S.target);
     if (!st) st = dsrt_device_open_by_name(reference, &S.ref);
@@ -222,8 +234,12 @@ int dsrt_cmd_conform(int argc, char **argv)
     printf("%s: %d cases: %d passed, %d failed, %d skipped; %d of %d ops verified; %.1f s%s%s%s%s\n",
            fail ? "FAIL" : pass ? "PASS" : "NO FAILURES (all skipped)", S.nresults, pass, fail, skip, cf_ops_covered(&S), DSRT_OP_COUNT, S.elapsed_s,
            report ? "; report " : "", report ? report : "", html ? "; html " : "", html ? html : "");
-    if (S.nresults == 0) fprintf(stderr, "dsrt conform: warning: no case matched --ops '%s'\n", opt.ops ? opt.ops : "");
     rc = fail ? 1 : 0;
+    if (S.nresults == 0) { /* a filter that matches nothing must not read as a pass */
+        fprintf(stderr, "dsrt conform: error: no case matched --ops '%s' (dsrt conform --list shows the case ids)\n",
+                opt.ops ? opt.ops : "");
+        rc = 2;
+    }
 cleanup:
     dsrt_stream_release(S.ts);
     dsrt_stream_release(S.rs);

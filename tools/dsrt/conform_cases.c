@@ -182,7 +182,8 @@ static void gen_convert(cf_suite *S)
         {DSRT_F32, DSRT_E4M3, 16, 256, false, 0},  {DSRT_E5M2, DSRT_F32, 8, 512, false, 0},
         {DSRT_BF16, DSRT_F16, 5, 129, false, 0},   {DSRT_F32, DSRT_BF16, 16, 64, true, 12},
         {DSRT_F32, DSRT_F16, 16, 64, false, 12},   {DSRT_F32, DSRT_E4M3, 16, 64, false, 12},
-        {DSRT_F32, DSRT_E5M2, 16, 64, false, 12},
+        /* No e5m2 output with special values: ops.h says fp8 outputs saturate while the reference keeps
+         * e5m2's infinities (IEEE-like); V3.2 never writes e5m2, so the suite leaves it undecided. */
     };
     for (size_t i = 0; i < sizeof V / sizeof V[0]; i++) {
         cf_case *c = cf_begin(S, DSRT_OP_CONVERT, V[i].quick, V[i].specials ? "nan edge" : "", "%s->%s %lldx%lld%s",
