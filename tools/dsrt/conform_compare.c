@@ -156,7 +156,8 @@ static int cmp_nmse(const cf_case *c, int o, const cf_operand *ref, const cf_ope
     for (int64_t i = 0; i < n; i++) {
         double x = cf_value(a, i), y = cf_value(b, i);
         if (!isfinite(x) || !isfinite(y)) continue;
-        double bound = ulp_of(a->dtype, x) + 1e-5 * fabs(x) + slack, ratio = fabs(y - x) / bound;
+        /* The ulp of the larger of the two, so a rounding across a power of two is one ulp too. */
+        double bound = ulp_of(a->dtype, fmax(fabs(x), fabs(y))) + 1e-5 * fabs(x) + slack, ratio = fabs(y - x) / bound;
         if (ratio > wr) {
             wr = ratio;
             worst = i;
