@@ -175,6 +175,17 @@ void dsrt_seq_free(dsrt_seq *s)
 
 int64_t dsrt_seq_length(const dsrt_seq *s) { return s->len; }
 
+dsrt_status dsrt_seq_truncate(dsrt_seq *s, int64_t n)
+{
+    if (n < 0 || n > s->len)
+        return dsrt_error(DSRT_CODE_OUT_OF_RANGE, "cannot truncate a sequence of %lld positions to %lld", (long long)s->len, (long long)n);
+    dsrt_model *m = s->model;
+    int64_t keep = (n + m->page_size - 1) / m->page_size;
+    while (s->n_pages > keep) m->free_pages[m->n_free++] = s->pages[--s->n_pages];
+    s->len = n;
+    return DSRT_OK;
+}
+
 dsrt_status dsrt_seq_skip(dsrt_seq *s, int64_t n)
 {
     dsrt_model *m = s->model;

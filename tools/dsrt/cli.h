@@ -11,6 +11,8 @@ typedef struct dsrt_cli_command {
 } dsrt_cli_command;
 
 int dsrt_cmd_devices(int argc, char **argv);
+int dsrt_cmd_run(int argc, char **argv);
+int dsrt_cmd_chat(int argc, char **argv);
 int dsrt_cmd_logits(int argc, char **argv);
 int dsrt_cmd_bench(int argc, char **argv);
 int dsrt_cmd_tokenize(int argc, char **argv);

@@ -7,6 +7,8 @@
 #include "dsrt/version.h"
 
 static const dsrt_cli_command dsrt_commands[] = {
+    {"run", "generate text after a prompt (default model built in; -m DIR for another)", dsrt_cmd_run},
+    {"chat", "an interactive conversation in the V3.2 chat format, keeping its KV cache", dsrt_cmd_chat},
     {"devices", "list backends compiled in and the devices each finds, with capabilities", dsrt_cmd_devices},
     {"logits", "float32 logits of a token sequence (prefill, then decode)", dsrt_cmd_logits},
     {"bench", "prefill and decode throughput, and decode's fraction of the bandwidth roofline", dsrt_cmd_bench},

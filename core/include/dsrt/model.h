@@ -62,6 +62,9 @@ int64_t dsrt_seq_length(const dsrt_seq *s);
 /* Benchmarks: advances the sequence by n positions without computing them (their cache rows keep
  * whatever the cache held), so decode can be timed at a long context without its prefill. */
 dsrt_status dsrt_seq_skip(dsrt_seq *s, int64_t n);
+/* Forgets every position from `n` on (n <= length), freeing the pages no longer needed: a conversation
+ * keeps the cache of the prompt prefix it shares with the next turn's prompt. */
+dsrt_status dsrt_seq_truncate(dsrt_seq *s, int64_t n);
 
 /* One sequence's part of a forward: `n_tokens` new tokens appended at the sequence's end. */
 typedef struct dsrt_batch_item {
