@@ -275,17 +275,8 @@ static const dsrt_backend_vtable dsrt_template_vtable = {
 };
 
 #ifdef DSRT_TEMPLATE_BUILTIN
-#include "dsrt/registry.h"
-
+/* Built in: hal/src/registry.c lists it among the compiled-in backends (DSRT_HAVE_TEMPLATE). */
 const dsrt_backend_vtable *dsrt_template_backend_vtable(void) { return &dsrt_template_vtable; }
-
-/* Built in: registered when libdsrt loads. The registry's table of built-ins (hal/src/registry.c)
- * names the compiled-in backends; until it lists this one, it registers itself through the public
- * dsrt_registry_add. A failure (a plugin of the same name) leaves the registry as it was. */
-__attribute__((constructor)) static void dsrt_template_register(void)
-{
-    dsrt_status_free(dsrt_registry_add(&dsrt_template_vtable, NULL));
-}
 #else
 /* Plugin: the one exported symbol. Returning NULL refuses a dsrt whose backend ABI differs from the
  * one these sources were compiled against (the registry reports that to the user). */

@@ -28,6 +28,9 @@ const dsrt_backend_vtable *dsrt_cuda_backend_vtable(void);
 #ifdef DSRT_HAVE_HIP
 const dsrt_backend_vtable *dsrt_hip_backend_vtable(void);
 #endif
+#ifdef DSRT_HAVE_TEMPLATE
+const dsrt_backend_vtable *dsrt_template_backend_vtable(void);
+#endif
 
 static dsrt_status dsrt_registry_add_locked(const dsrt_backend_vtable *vt, void *dl, const char *origin,
                                             dsrt_backend **out)
@@ -93,6 +96,9 @@ static void dsrt_registry_init_builtins(void)
 #endif
 #ifdef DSRT_HAVE_OPENCL
         dsrt_opencl_backend_vtable(),
+#endif
+#ifdef DSRT_HAVE_TEMPLATE
+        dsrt_template_backend_vtable(),
 #endif
     };
     pthread_mutex_lock(&dsrt_registry_lock);

@@ -1167,7 +1167,7 @@ START_TEST(test_plugins)
     dsrt_backend *found = NULL;
     ck_ok(dsrt_backend_find("testplug", &found));
     ck_assert_ptr_eq(found, b);
-    ck_fails(dsrt_backend_find("nope", &found), DSRT_CODE_NOT_FOUND, "available: cpu, testplug");
+    ck_fails(dsrt_backend_find("nope", &found), DSRT_CODE_NOT_FOUND, "testplug"); /* listed with the built-ins */
     /* Twice: the name is taken. */
     ck_fails(dsrt_registry_load_plugin(DSRT_TEST_PLUGIN_GOOD, NULL), DSRT_CODE_INVALID_ARGUMENT,
              "a backend named 'testplug' is already registered (from " DSRT_TEST_PLUGIN_GOOD ")");
