@@ -402,6 +402,8 @@ static dsrt_status layer(fwd *F, dsrt_layer *ly, stream_pos *p)
 }
 
 /* ---- metadata of the rows ---- */
+/* Pages for every item's new tokens: all or nothing across the batch (sequences that fail keep their
+ * earlier pages; none of this forward's tokens counts until it succeeds). */
 static dsrt_status reserve_pages(dsrt_model *m, const dsrt_batch_item *items, int n)
 {
     int64_t need = 0;
@@ -417,17 +419,7 @@ static dsrt_status reserve_pages(dsrt_model *m, const dsrt_batch_item *items, in
     if (need > m->n_free)
         return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "the KV cache is full: %lld more pages of %d tokens are needed, %lld are free",
                           (long long)need, m->page_size, (long long)m->n_free);
-    for (int i = 0; i < n; i++) {
-        dsrt_seq *s = items[i].seq;
-        int64_t pages = (s->len + items[i].n_tokens + m->page_size - 1) / m->page_size;
-        if (pages > s->cap_pages) {
-            int32_t *p = realloc(s->pages, sizeof *p * (size_t)pages);
-            if (!p) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory");
-            s->pages = p;
-            s->cap_pages = pages;
-        }
-        while (s->n_pages < pages) s->pages[s->n_pages++] = m->free_pages[--m->n_free];
-    }
+    for (int i = 0; i < n; i++) DSRT_TRY(dsrt_seq_reserve(items[i].seq, items[i].seq->len + items[i].n_tokens));
     return DSRT_OK;
 }
 

@@ -186,13 +186,16 @@ dsrt_status dsrt_seq_truncate(dsrt_seq *s, int64_t n)
     return DSRT_OK;
 }
 
-dsrt_status dsrt_seq_skip(dsrt_seq *s, int64_t n)
+dsrt_status dsrt_seq_reserve(dsrt_seq *s, int64_t end)
 {
     dsrt_model *m = s->model;
-    if (n < 0) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "cannot skip %lld positions", (long long)n);
-    int64_t end = s->len + n, pages = (end + m->page_size - 1) / m->page_size;
-    if (end > m->n_pages * m->page_size || pages - s->n_pages > m->n_free)
-        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "the KV cache cannot hold %lld positions", (long long)end);
+    int64_t pages = (end + m->page_size - 1) / m->page_size;
+    if (end > m->n_pages * m->page_size)
+        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "a sequence would reach %lld tokens but the KV cache holds %lld (raise the context size)",
+                          (long long)end, (long long)(m->n_pages * m->page_size));
+    if (pages - s->n_pages > m->n_free)
+        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "the KV cache is full: %lld more pages of %d tokens are needed, %lld are free",
+                          (long long)(pages - s->n_pages), m->page_size, (long long)m->n_free);
     if (pages > s->cap_pages) {
         int32_t *p = realloc(s->pages, sizeof *p * (size_t)pages);
         if (!p) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory");
@@ -200,7 +203,14 @@ dsrt_status dsrt_seq_skip(dsrt_seq *s, int64_t n)
         s->cap_pages = pages;
     }
     while (s->n_pages < pages) s->pages[s->n_pages++] = m->free_pages[--m->n_free];
-    s->len = end;
+    return DSRT_OK;
+}
+
+dsrt_status dsrt_seq_skip(dsrt_seq *s, int64_t n)
+{
+    if (n < 0) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "cannot skip %lld positions", (long long)n);
+    DSRT_TRY(dsrt_seq_reserve(s, s->len + n));
+    s->len += n;
     return DSRT_OK;
 }
 

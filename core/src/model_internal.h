@@ -122,6 +122,10 @@ struct dsrt_seq {
     int64_t n_pages, cap_pages;
 };
 
+/* Gives the sequence the pages for positions [0, end) (model.c); fails without change when the cache
+ * cannot hold them. */
+dsrt_status dsrt_seq_reserve(dsrt_seq *s, int64_t end);
+
 /* Weight loading (model_load.c) and the forward blocks (forward_*.c). */
 dsrt_status dsrt_model_load_weights(dsrt_model *m, const dsrt_model_options *opt);
 dsrt_status dsrt_model_alloc_caches(dsrt_model *m);

@@ -21,6 +21,9 @@ int dsrt_cmd_encode(int argc, char **argv);
 int dsrt_cmd_parse(int argc, char **argv);
 int dsrt_cmd_conform(int argc, char **argv);
 
+/* Parses an integer flag value >= lo; prints "dsrt <cmd>: error: ..." and returns 1 when it is not one. */
+int dsrt_cli_parse_int(const char *cmd, const char *flag, const char *v, long long lo, long long *out);
+
 /* Prints "dsrt <cmd>: <message>" to stderr, frees st, returns 1. */
 int dsrt_cli_fail(const char *cmd, dsrt_status st);
 /* Loads plugins named by --backend-plugin FILE options (removing them from argv); returns 0 or prints

@@ -128,19 +128,6 @@ static double decode_bytes(const dsrt_model_config *c, bool fp8, int batch, int6
     return total;
 }
 
-static int parse_int(const char *flag, const char *v, long long lo, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || errno || x < lo) {
-        fprintf(stderr, "dsrt bench: error: %s expects an integer >= %lld, got '%s'\n", flag, lo, v);
-        return 1;
-    }
-    *out = x;
-    return 0;
-}
-
 static void progress(void *ctx, uint64_t done, uint64_t total)
 {
     double *last = ctx, t = now_s();
@@ -172,13 +159,13 @@ int dsrt_cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--precision")) precision = v;
         else if (!strcmp(a, "--placement")) placement = v;
         else if (!strcmp(a, "--prompt")) {
-            if (parse_int(a, v, 1, &prompt)) return 2;
+            if (dsrt_cli_parse_int("bench", a, v, 1, &prompt)) return 2;
         } else if (!strcmp(a, "--gen")) {
-            if (parse_int(a, v, 1, &gen)) return 2;
+            if (dsrt_cli_parse_int("bench", a, v, 1, &gen)) return 2;
         } else if (!strcmp(a, "--batch")) {
-            if (parse_int(a, v, 1, &batch)) return 2;
+            if (dsrt_cli_parse_int("bench", a, v, 1, &batch)) return 2;
         } else if (!strcmp(a, "--context")) {
-            if (parse_int(a, v, 0, &context)) return 2;
+            if (dsrt_cli_parse_int("bench", a, v, 0, &context)) return 2;
         } else {
             fprintf(stderr, "dsrt bench: error: unknown option '%s' (see dsrt bench --help)\n", a);
             return 2;

@@ -64,19 +64,6 @@ static dsrt_status parse_tokens(const char *s, int32_t **out, int64_t *n)
     return DSRT_OK;
 }
 
-static int parse_count(const char *flag, const char *v, long long lo, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || errno || x < lo) {
-        fprintf(stderr, "dsrt logits: error: %s expects an integer >= %lld, got '%s'\n", flag, lo, v);
-        return 1;
-    }
-    *out = x;
-    return 0;
-}
-
 int dsrt_cmd_logits(int argc, char **argv)
 {
     if (dsrt_cli_load_plugins("logits", &argc, argv)) return 1;
@@ -97,13 +84,13 @@ int dsrt_cmd_logits(int argc, char **argv)
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) dir = v;
         else if (!strcmp(a, "--tokens")) tokens_s = v;
         else if (!strcmp(a, "--prefill")) {
-            if (parse_count(a, v, 1, &prefill)) return 2;
+            if (dsrt_cli_parse_int("logits", a, v, 1, &prefill)) return 2;
         } else if (!strcmp(a, "--backend")) backend = v;
         else if (!strcmp(a, "--precision")) precision = v;
         else if (!strcmp(a, "--out")) out_path = v;
         else if (!strcmp(a, "--placement")) placement = v;
         else if (!strcmp(a, "--ctx")) {
-            if (parse_count(a, v, 1, &ctx)) return 2;
+            if (dsrt_cli_parse_int("logits", a, v, 1, &ctx)) return 2;
         } else {
             fprintf(stderr, "dsrt logits: error: unknown option '%s' (see dsrt logits --help)\n", a);
             return 2;

@@ -1,5 +1,7 @@
 /* dsrt: command-line entry. */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -26,6 +28,19 @@ static void usage(FILE *f)
     for (size_t i = 0; i < sizeof dsrt_commands / sizeof dsrt_commands[0]; i++)
         fprintf(f, "  %-10s %s\n", dsrt_commands[i].name, dsrt_commands[i].summary);
     fprintf(f, "\n'dsrt COMMAND --help' describes a command's options.\n");
+}
+
+int dsrt_cli_parse_int(const char *cmd, const char *flag, const char *v, long long lo, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || errno || x < lo) {
+        fprintf(stderr, "dsrt %s: error: %s expects an integer >= %lld, got '%s'\n", cmd, flag, lo, v);
+        return 1;
+    }
+    *out = x;
+    return 0;
 }
 
 int dsrt_cli_fail(const char *cmd, dsrt_status st)
