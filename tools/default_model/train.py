@@ -400,7 +400,7 @@ def train(args):
 
     t0 = time.time()
     total = args.max_steps
-    step, qat_on, last_save, ema, hist = 0, False, t0, None, []
+    step, qat_on, last_save, ema, hist, t_cal = 0, False, t0, None, [], t0
     model.train()
     while step < total:
         if step == args.calibrate_at and args.budget_s:
