@@ -2,12 +2,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bench_ops.h" /* temporary: dsrt bench-ops until dsrt bench calls dsrt_bench_ops */
 #include "cli.h"
 #include "dsrt/registry.h"
 #include "dsrt/version.h"
 
 static const dsrt_cli_command dsrt_commands[] = {
     {"devices", "list backends compiled in and the devices each finds, with capabilities", dsrt_cmd_devices},
+    {"bench-ops", "time the hot ops on one device (temporary; see dsrt bench)", dsrt_cmd_bench_ops},
 };
 
 static void usage(FILE *f)
