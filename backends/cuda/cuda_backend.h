@@ -18,6 +18,14 @@
 #define DSRT_CUDA_STAGE_BYTES (8u << 20) /* each of the two pinned staging buffers */
 #define DSRT_CUDA_LT_CACHE 64
 
+/* How cuBLASLt's block-scaled FP8 GEMM is called (found by the self-check, cuda_linear.c). */
+typedef struct dsrt_cuda_lt_variant {
+    int w_is_a;     /* weights are cuBLASLt's A operand (128x128 scales), activations B (1x128) */
+    int d_row;      /* D row-major (else column-major) */
+    int act_kmajor; /* activation scales [M][K/128] (else [K/128][M]) */
+    int w_scale_t;  /* weight scales [K/128][N/128 padded to 4] (else [N/128][K/128 padded to 4]) */
+} dsrt_cuda_lt_variant;
+
 typedef struct dsrt_cuda_device {
     int index;
     int sm_count, cc_major, cc_minor, smem_optin, warp_size;
@@ -28,7 +36,8 @@ typedef struct dsrt_cuda_device {
     dsrt_gpu_fp8_gemm fp8_mode; /* DSRT_CUDA_FP8_GEMM=auto|library|own|simt */
     bool fp8_simt;              /* "simt": plain cores only, for testing the portable path */
     int lt_fp8_checked;         /* 0 not yet, 1 library agrees with our kernel, -1 it does not */
-    char lt_fp8_note[160];
+    char lt_fp8_note[200];
+    dsrt_cuda_lt_variant lt_variant;
     bool use_mma;
 } dsrt_cuda_device;
 

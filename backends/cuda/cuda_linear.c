@@ -49,7 +49,9 @@ typedef struct lt_problem {
     int transa;             /* A stored k x m and transposed */
     int64_t m, n, k, lda, ldb, ldd;
     int64_t batch, sa, sb, sd; /* strided batches */
-    int fp8;                /* A: BLK128x128_32F scales, B: VEC128_32F */
+    int fp8;                /* block-scaled FP8: scale modes below */
+    int a_mode, b_mode;     /* cublasLtMatmulMatrixScale_t of A and B (fp8 only) */
+    int d_row;              /* D stored row-major (CUBLASLT_ORDER_ROW) */
 } lt_problem;
 
 void dsrt_cuda_lt_release(dsrt_cuda_stream *s)
@@ -85,6 +87,9 @@ static void lt_key(const lt_problem *p, int64_t *k)
     k[12] = p->sb;
     k[13] = p->sd;
     k[14] = p->fp8;
+    k[15] = p->a_mode;
+    k[16] = p->b_mode;
+    k[17] = p->d_row;
 }
 
 static dsrt_status lt_layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, int64_t rows, int64_t cols, int64_t ld,
@@ -137,7 +142,7 @@ static dsrt_status lt_plan(dsrt_cuda_stream *s, const lt_problem *p, dsrt_cuda_l
     st = lt_check(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transa");
     if (!st) st = lt_check(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transb");
     if (!st && p->fp8) {
-        int32_t am = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+        int32_t am = p->a_mode, bm = p->b_mode;
         st = lt_check(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am, sizeof am), "A scale mode");
         if (!st)
             st = lt_check(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof bm),
@@ -146,6 +151,11 @@ static dsrt_status lt_plan(dsrt_cuda_stream *s, const lt_problem *p, dsrt_cuda_l
     if (!st) st = lt_layout(&pl.a, p->ta, p->transa ? p->k : p->m, p->transa ? p->m : p->k, p->lda, p->batch, p->sa);
     if (!st) st = lt_layout(&pl.b, p->tb, p->k, p->n, p->ldb, p->batch, p->sb);
     if (!st) st = lt_layout(&pl.d, p->td, p->m, p->n, p->ldd, p->batch, p->sd);
+    if (!st && p->d_row) {
+        int32_t order = CUBLASLT_ORDER_ROW;
+        st = lt_check(cublasLtMatrixLayoutSetAttribute(pl.d, CUBLASLT_MATRIX_LAYOUT_ORDER, &order, sizeof order),
+                      "row-major D");
+    }
     cublasLtMatmulPreference_t pref = NULL;
     if (!st) st = lt_check(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
     if (!st) {
@@ -207,60 +217,103 @@ static bool lt_out_ok(dsrt_dtype in, dsrt_dtype out)
 static size_t esize(dsrt_dtype t) { return dsrt_dtype_size(t); }
 static bool al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
-/* ---- FP8 block-scaled GEMM through cuBLASLt ---- */
+/* ---- FP8 block-scaled GEMM through cuBLASLt ----
+ * On Hopper, cuBLASLt scales one operand per 1x128 vector (VEC128_32F) and the other per 128x128
+ * block (BLK128x128_32F). Which operand may take which mode, how the scale tensors are laid out, and
+ * whether D may be row-major are documented loosely and have changed between releases, so the first
+ * use on a device tries the plausible arrangements on a problem with a known exact answer and keeps
+ * the first that reproduces it (or none: then our kernel runs). */
 
-static dsrt_status lt_fp8(dsrt_cuda_stream *s, const uint8_t *q, const float *qs, int64_t M, int64_t K, const void *w,
-                          int64_t w_ld, int64_t N, const float *ws, void *y, dsrt_dtype ydt, int64_t y_ld, float alpha)
+static const dsrt_cuda_lt_variant lt_variants[] = {
+    /* w_is_a, d_row, act_kmajor, w_scale_t */
+    {1, 0, 0, 0}, /* A = W (128x128), B = x (1x128, [K/128][M]), D col-major N x M = y */
+    {0, 1, 0, 0}, /* A = x (1x128), B = W (128x128), D row-major M x N = y */
+    {0, 0, 0, 0}, /* A = x, B = W, D col-major M x N = y^T: transposed after */
+    {0, 1, 1, 0}, /* as above with activation scales [M][K/128] */
+    {0, 0, 1, 0},
+    {1, 0, 1, 0},
+    {0, 1, 0, 1}, /* weight scales [K/128][N/128 (padded to 4)] */
+    {0, 0, 0, 1},
+    {1, 0, 0, 1},
+};
+
+/* y = alpha x W^T from quantized x (q, qs laid out per the variant) and W with f32 block scales ws. */
+static dsrt_status lt_fp8(dsrt_cuda_stream *s, const dsrt_cuda_lt_variant *v, const uint8_t *q, const float *qs,
+                          int64_t M, int64_t K, const void *w, int64_t w_ld, int64_t N, const float *ws, void *d,
+                          dsrt_dtype ddt, int64_t d_ld, float alpha)
 {
     lt_problem p;
     memset(&p, 0, sizeof p);
     p.ta = CUDA_R_8F_E4M3;
     p.tb = CUDA_R_8F_E4M3;
-    if (!lt_type(ydt, &p.td)) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "cublasLt: output dtype");
+    if (!lt_type(ddt, &p.td)) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "cublasLt: output dtype");
     p.transa = 1;
-    p.m = N;
-    p.n = M;
     p.k = K;
-    p.lda = w_ld;
-    p.ldb = K;
-    p.ldd = y_ld;
     p.batch = 1;
     p.fp8 = 1;
-    return lt_run(s, &p, alpha, w, q, y, ws, qs);
+    p.d_row = v->d_row;
+    const void *A, *B;
+    const float *as, *bs;
+    if (v->w_is_a) {
+        p.m = N;
+        p.n = M;
+        p.lda = w_ld;
+        p.ldb = K;
+        p.a_mode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+        p.b_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+        A = w;
+        B = q;
+        as = ws;
+        bs = qs;
+    } else {
+        p.m = M;
+        p.n = N;
+        p.lda = K;
+        p.ldb = w_ld;
+        p.a_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+        p.b_mode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+        A = q;
+        B = w;
+        as = qs;
+        bs = ws;
+    }
+    p.ldd = d_ld;
+    return lt_run(s, &p, alpha, A, B, d, as, bs);
 }
 
-/* A one-time check of cuBLASLt's block-scaled FP8 GEMM against an exact reference (and our kernel):
- * the scale layouts the library expects are easy to get wrong and differ between versions, so the
- * library is used only when it reproduces the official numerics on this device. */
+/* Where element (m, n) of D lands for a variant (D [rows][ld] as stored). */
+static int64_t lt_d_index(const dsrt_cuda_lt_variant *v, int64_t m, int64_t n, int64_t M, int64_t N)
+{
+    if (v->w_is_a) return m * N + n;       /* col-major N x M: y row-major */
+    if (v->d_row) return m * N + n;        /* row-major M x N */
+    return n * M + m;                      /* col-major M x N: y transposed */
+}
+
+static int64_t lt_d_ld(const dsrt_cuda_lt_variant *v, int64_t M, int64_t N) { return (v->w_is_a || v->d_row) ? N : M; }
+
 static void lt_fp8_selfcheck(dsrt_cuda_stream *s)
 {
     dsrt_cuda_device *d = s->dev;
-    enum { M = 128, N = 256, K = 512, NKB = K / 128, NRB = N / 128, L4 = (NKB + 3) / 4 * 4 };
+    enum { M = 128, N = 256, K = 512, NKB = K / 128, NRB = N / 128, L4 = (NKB + 3) / 4 * 4, NB4 = (NRB + 3) / 4 * 4 };
     uint8_t *hq = malloc(M * K), *hw = malloc(N * K);
-    float *hqs = malloc(sizeof(float) * M * NKB), *hws = malloc(sizeof(float) * NRB * L4);
-    float *hqs_t = malloc(sizeof(float) * M * NKB), *hy = malloc(sizeof(float) * M * N);
+    float *sa = malloc(sizeof(float) * M * NKB), *sw = malloc(sizeof(float) * NRB * NKB);
+    float *hqs = malloc(sizeof(float) * M * NKB), *hws = malloc(sizeof(float) * NB4 * L4), *hy = malloc(sizeof(float) * M * N);
     double *ref = malloc(sizeof(double) * M * N);
-    void *dq = NULL, *dw = NULL, *dqs = NULL, *dqs_t = NULL, *dws = NULL, *dy = NULL;
+    void *dq = NULL, *dw = NULL, *dqs = NULL, *dws = NULL, *dy = NULL;
     d->lt_fp8_checked = -1;
     snprintf(d->lt_fp8_note, sizeof d->lt_fp8_note, "cuBLASLt block-scaled FP8: self-check did not run");
-    if (!hq || !hw || !hqs || !hws || !hqs_t || !hy || !ref) goto done;
+    char tried[120] = "";
+    if (!hq || !hw || !sa || !sw || !hqs || !hws || !hy || !ref) goto done;
     uint64_t r = 0x243f6a8885a308d3ull;
 #define RND() (r = r * 6364136223846793005ull + 1442695040888963407ull, (uint32_t)(r >> 33))
-    for (int i = 0; i < M * K; i++) {
-        uint8_t v = (uint8_t)(RND() % 0x7f); /* no NaN code */
-        hq[i] = (uint8_t)(v | (RND() & 1 ? 0x80 : 0));
+    for (int i = 0; i < M * K + N * K; i++) { /* codes without the NaN pattern, random signs */
+        uint8_t mag = (uint8_t)(RND() % 0x7f);
+        uint8_t sign = (RND() & 1) ? 0x80 : 0;
+        if (i < M * K) hq[i] = (uint8_t)(mag | sign);
+        else hw[i - M * K] = (uint8_t)(mag | sign);
     }
-    for (int i = 0; i < N * K; i++) {
-        uint8_t v = (uint8_t)(RND() % 0x7f);
-        hw[i] = (uint8_t)(v | (RND() & 1 ? 0x80 : 0));
-    }
-    for (int m = 0; m < M; m++)
-        for (int kb = 0; kb < NKB; kb++) {
-            float sc = ldexpf(1.0f, (int)(RND() % 7) - 12);
-            hqs[kb * M + m] = sc;    /* library: [K/128][M] */
-            hqs_t[m * NKB + kb] = sc; /* our kernel: [M][K/128] */
-        }
-    for (int i = 0; i < NRB * L4; i++) hws[i] = (i % L4) < NKB ? ldexpf(1.0f, (int)(RND() % 7) - 10) : 0.0f;
+    for (int i = 0; i < M * NKB; i++) sa[i] = ldexpf(1.0f, (int)(RND() % 7) - 12);  /* sa[m][kb] */
+    for (int i = 0; i < NRB * NKB; i++) sw[i] = ldexpf(1.0f, (int)(RND() % 7) - 10); /* sw[nb][kb] */
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
             double acc = 0;
@@ -268,89 +321,65 @@ static void lt_fp8_selfcheck(dsrt_cuda_stream *s)
                 double part = 0;
                 for (int k = kb * 128; k < kb * 128 + 128; k++)
                     part += (double)dsrt_e4m3_values[hq[m * K + k]] * dsrt_e4m3_values[hw[n * K + k]];
-                acc += part * hqs[kb * M + m] * hws[(n / 128) * L4 + kb];
+                acc += part * sa[m * NKB + kb] * sw[(n / 128) * NKB + kb];
             }
             ref[m * N + n] = acc;
         }
     if (cudaMalloc(&dq, M * K) || cudaMalloc(&dw, N * K) || cudaMalloc(&dqs, sizeof(float) * M * NKB) ||
-        cudaMalloc(&dqs_t, sizeof(float) * M * NKB) || cudaMalloc(&dws, sizeof(float) * NRB * L4) ||
-        cudaMalloc(&dy, sizeof(float) * M * N))
+        cudaMalloc(&dws, sizeof(float) * NB4 * L4) || cudaMalloc(&dy, sizeof(float) * M * N))
         goto done;
     cudaMemcpy(dq, hq, M * K, cudaMemcpyHostToDevice);
     cudaMemcpy(dw, hw, N * K, cudaMemcpyHostToDevice);
-    cudaMemcpy(dqs, hqs, sizeof(float) * M * NKB, cudaMemcpyHostToDevice);
-    cudaMemcpy(dqs_t, hqs_t, sizeof(float) * M * NKB, cudaMemcpyHostToDevice);
-    cudaMemcpy(dws, hws, sizeof(float) * NRB * L4, cudaMemcpyHostToDevice);
-    double err_lib = -1, err_own = -1;
-    for (int pass = 0; pass < 2; pass++) {
-        dsrt_status st;
+    for (size_t vi = 0; vi < sizeof lt_variants / sizeof lt_variants[0]; vi++) {
+        const dsrt_cuda_lt_variant *v = &lt_variants[vi];
+        for (int m = 0; m < M; m++)
+            for (int kb = 0; kb < NKB; kb++) hqs[v->act_kmajor ? m * NKB + kb : kb * M + m] = sa[m * NKB + kb];
+        memset(hws, 0, sizeof(float) * NB4 * L4);
+        for (int nb = 0; nb < NRB; nb++)
+            for (int kb = 0; kb < NKB; kb++) hws[v->w_scale_t ? kb * NB4 + nb : nb * L4 + kb] = sw[nb * NKB + kb];
+        cudaMemcpy(dqs, hqs, sizeof(float) * M * NKB, cudaMemcpyHostToDevice);
+        cudaMemcpy(dws, hws, sizeof(float) * NB4 * L4, cudaMemcpyHostToDevice);
         cudaMemset(dy, 0xff, sizeof(float) * M * N);
-        if (pass == 0) {
-            st = lt_fp8(s, dq, dqs, M, K, dw, K, N, dws, dy, DSRT_F32, N, 1.0f);
-        } else {
-            if (!d->use_mma) break;
-            dsrt_gpu_ctx c;
-            dsrt_cuda_ctx(s, &c);
-            dsrt_gpu_tensor w, y;
-            memset(&w, 0, sizeof w);
-            memset(&y, 0, sizeof y);
-            w.p = dw;
-            w.dtype = DSRT_E4M3;
-            w.ndim = 2;
-            w.shape[0] = N;
-            w.shape[1] = K;
-            w.stride[0] = K;
-            w.stride[1] = 1;
-            w.sp = dws;
-            w.sdtype = DSRT_F32;
-            w.sblock[0] = w.sblock[1] = 128;
-            w.sstride[0] = L4;
-            w.sstride[1] = 1;
-            y.p = dy;
-            y.dtype = DSRT_F32;
-            y.ndim = 2;
-            y.shape[0] = M;
-            y.shape[1] = N;
-            y.stride[0] = N;
-            y.stride[1] = 1;
-            st = dsrt_gpu_fp8_gemm_mma(&c, dq, dqs_t, M, K, &w, NULL, 1.0f, &y);
-        }
+        dsrt_status st = lt_fp8(s, v, dq, dqs, M, K, dw, K, N, dws, dy, DSRT_F32, lt_d_ld(v, M, N), 1.0f);
         if (!st) st = dsrt_cuda_check(cudaStreamSynchronize(s->s), "self-check");
         if (!st) st = dsrt_cuda_check(cudaMemcpy(hy, dy, sizeof(float) * M * N, cudaMemcpyDeviceToHost), "self-check");
+        size_t l = strlen(tried);
         if (st) {
-            snprintf(d->lt_fp8_note, sizeof d->lt_fp8_note, "cuBLASLt block-scaled FP8 unavailable: %s",
-                     dsrt_status_message(st));
+            snprintf(tried + l, sizeof tried - l, "%s%zu:refused", l ? " " : "", vi);
             dsrt_status_free(st);
-            if (pass == 0) goto done;
-            break;
+            continue;
         }
         double num = 0, den = 0;
-        for (int i = 0; i < M * N; i++) {
-            double e = (double)hy[i] - ref[i];
-            num += isfinite(e) ? e * e : 1e300;
-            den += ref[i] * ref[i];
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                double e = (double)hy[lt_d_index(v, m, n, M, N)] - ref[m * N + n];
+                num += isfinite(e) ? e * e : 1e300;
+                den += ref[m * N + n] * ref[m * N + n];
+            }
+        double err = num / den;
+        snprintf(tried + l, sizeof tried - l, "%s%zu:%.1e", l ? " " : "", vi, err);
+        if (err < 1e-6) {
+            d->lt_variant = *v;
+            d->lt_fp8_checked = 1;
+            break;
         }
-        if (pass == 0) err_lib = num / den;
-        else err_own = num / den;
     }
-    d->lt_fp8_checked = err_lib >= 0 && err_lib < 1e-6 ? 1 : -1;
-    snprintf(d->lt_fp8_note, sizeof d->lt_fp8_note,
-             "cuBLASLt block-scaled FP8 self-check: nmse %.2e vs exact (our kernel %.2e): %s", err_lib, err_own,
+    snprintf(d->lt_fp8_note, sizeof d->lt_fp8_note, "cuBLASLt block-scaled FP8 self-check (variant:nmse) %s: %s", tried,
              d->lt_fp8_checked > 0 ? "library used" : "library not used");
 done:
     if (getenv("DSRT_CUDA_VERBOSE")) fprintf(stderr, "dsrt cuda:%d: %s\n", d->index, d->lt_fp8_note);
     cudaFree(dq);
     cudaFree(dw);
     cudaFree(dqs);
-    cudaFree(dqs_t);
     cudaFree(dws);
     cudaFree(dy);
     cudaGetLastError();
     free(hq);
     free(hw);
+    free(sa);
+    free(sw);
     free(hqs);
     free(hws);
-    free(hqs_t);
     free(hy);
     free(ref);
 #undef RND
@@ -370,20 +399,27 @@ static dsrt_status linear_fp8(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const 
                w.sblock[1] == 128 && al16(w.p) && w.stride[0] % 16 == 0 && al16(y.p) &&
                ((size_t)y.stride[0] * esize(op->out[0].dtype)) % 16 == 0 && lt_type(op->out[0].dtype, &yt) &&
                M % 4 == 0 && N % 4 == 0;
-    if (lib && d->fp8_mode == DSRT_GPU_FP8_AUTO) {
-        if (d->lt_fp8_checked == 0 && !s->capturing) lt_fp8_selfcheck(s);
-        lib = d->lt_fp8_checked > 0;
-    }
+    if (lib && d->lt_fp8_checked == 0 && !s->capturing) lt_fp8_selfcheck(s);
+    lib = lib && d->lt_fp8_checked > 0;
     if (lib) {
-        int64_t nrb = (N + 127) / 128, l4 = (nkb + 3) / 4 * 4;
+        const dsrt_cuda_lt_variant *v = &d->lt_variant;
+        int64_t nrb = (N + 127) / 128, l4 = (nkb + 3) / 4 * 4, nb4 = (nrb + 3) / 4 * 4;
         uint8_t *q;
         float *qs, *ws;
         DSRT_TRY(dsrt_cuda_scratch(s, (size_t)(M * K), (void **)&q));
         DSRT_TRY(dsrt_cuda_scratch(s, sizeof(float) * (size_t)(M * nkb), (void **)&qs));
-        DSRT_TRY(dsrt_cuda_scratch(s, sizeof(float) * (size_t)(nrb * l4), (void **)&ws));
-        DSRT_TRY(dsrt_gpu_quantize_act(c, &x, op->p.scale_pow2, q, qs, 1, M));
-        DSRT_TRY(dsrt_gpu_weight_scales_f32(c, &w, ws, l4));
-        dsrt_status st = lt_fp8(s, q, qs, M, K, w.p, w.stride[0], N, ws, y.p, op->out[0].dtype, y.stride[0], op->p.alpha);
+        DSRT_TRY(dsrt_cuda_scratch(s, sizeof(float) * (size_t)(nb4 * l4), (void **)&ws));
+        DSRT_TRY(dsrt_gpu_quantize_act(c, &x, op->p.scale_pow2, q, qs, v->act_kmajor ? nkb : 1, v->act_kmajor ? 1 : M));
+        DSRT_TRY(dsrt_gpu_weight_scales_f32(c, &w, ws, v->w_scale_t ? nb4 : l4, v->w_scale_t));
+        dsrt_status st;
+        if (v->w_is_a || v->d_row) {
+            st = lt_fp8(s, v, q, qs, M, K, w.p, w.stride[0], N, ws, y.p, op->out[0].dtype, y.stride[0], op->p.alpha);
+        } else { /* D comes out transposed: into scratch, then transposed into y */
+            void *dt;
+            DSRT_TRY(dsrt_cuda_scratch(s, esize(op->out[0].dtype) * (size_t)(M * N), &dt));
+            st = lt_fp8(s, v, q, qs, M, K, w.p, w.stride[0], N, ws, dt, op->out[0].dtype, M, op->p.alpha);
+            if (!st) st = dsrt_gpu_transpose(c, dt, N, M, &y);
+        }
         if (!st || d->fp8_mode == DSRT_GPU_FP8_LIBRARY) return st;
         dsrt_status_free(st); /* AUTO: the library refused this shape; our kernel runs it */
     } else if (d->fp8_mode == DSRT_GPU_FP8_LIBRARY) {

@@ -268,7 +268,7 @@ GPU_DEV void md_dequant(const uint8_t *stage, uint16_t *Ks)
         int r = id / 64, gi = id % 64;
         const uint8_t *row = stage + r * MD_FP8_ROW;
         uint2 raw = *(const uint2 *)(row + gi * 8);
-        float s = *(const float *)(row + MD_DC + 4 * (gi / 16)) * 256.0f;
+        float s = *(const float *)(row + MD_DC + 4 * (gi / 16));
         float f[8];
         gpu_e4m3x4_scaled(raw.x, s, f);
         gpu_e4m3x4_scaled(raw.y, s, f + 4);
@@ -323,7 +323,8 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
     float acc[32][4];
 #pragma unroll
     for (int i = 0; i < 32; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0;
-    float m_run = NEG_INF, l_run = 0; /* stats of head hw + lane/2 (lane pairs hold copies) */
+    /* softmax state of heads hw+g (m0, l0) and hw+g+8 (m8, l8); the four lanes of a quad hold copies */
+    float m0 = NEG_INF, l0 = 0, m8 = NEG_INF, l8 = 0;
 
     int64_t ntiles = je > jb ? (je - jb + MD_KEYS - 1) / MD_KEYS : 0;
     bool fp8 = a.fmt == DSRT_CACHE_FP8;
@@ -398,62 +399,83 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
             for (int e = 0; e < 4; e++) {
                 int hr = hw + g + (e >= 2 ? 8 : 0), key = kw + nt * 8 + 2 * cq + (e & 1);
                 bool ok = sl[key] >= 0 && h0 + hr < Hh;
-                float s = gpu_round_bf16(gpu_round_bf16(gpu_round_bf16(sl_lat[nt][e]) + gpu_round_bf16(sl_pe[nt][e])) * a.scale);
+                float s = gpu_round_bf16_fast(
+                    gpu_round_bf16_fast(gpu_round_bf16_fast(sl_lat[nt][e]) + gpu_round_bf16_fast(sl_pe[nt][e])) * a.scale);
                 Ss[hr * MD_SPITCH + key] = ok ? s : NEG_INF;
             }
         __syncthreads();
 
-        /* online softmax stats for head hw + lane/2 over the tile's 64 keys */
+        /* Online softmax over the tile, straight from this thread's P fragment elements: rows hw+g and
+         * hw+g+8, keys ks*16 + 2cq + {0,1,8,9}; the quad's four lanes together hold a row's 64 keys. */
         {
-            const float *srow = Ss + (hw + lane / 2) * MD_SPITCH;
-            float tmax = NEG_INF;
-            for (int i = lane % 2; i < MD_KEYS; i += 2) tmax = fmaxf(tmax, srow[i]);
-            tmax = fmaxf(tmax, gpu_shfl_xor(tmax, 1));
-            float m_new = fmaxf(m_run, tmax);
-            float alpha = m_new == NEG_INF ? 1.0f : expf(m_run - m_new);
-            float tsum = 0;
-            if (m_new != NEG_INF)
-                for (int i = lane % 2; i < MD_KEYS; i += 2) tsum += expf(srow[i] - m_new);
-            tsum += gpu_shfl_xor(tsum, 1);
-            l_run = l_run * alpha + tsum;
-            m_run = m_new;
-            float mg = gpu_shfl(m_run, 2 * g), mg8 = gpu_shfl(m_run, 2 * (g + 8));
-            float ag = gpu_shfl(alpha, 2 * g), ag8 = gpu_shfl(alpha, 2 * (g + 8));
+            const float LOG2E = 1.4426950408889634f;
+            const float *s0 = Ss + (hw + g) * MD_SPITCH, *s8 = Ss + (hw + g + 8) * MD_SPITCH;
+            float2 v0[4][2], v8[4][2];
+            float x0 = NEG_INF, x8 = NEG_INF;
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    v0[ks][h] = *(const float2 *)(s0 + ks * 16 + 2 * cq + 8 * h);
+                    v8[ks][h] = *(const float2 *)(s8 + ks * 16 + 2 * cq + 8 * h);
+                    x0 = fmaxf(x0, fmaxf(v0[ks][h].x, v0[ks][h].y));
+                    x8 = fmaxf(x8, fmaxf(v8[ks][h].x, v8[ks][h].y));
+                }
+            x0 = fmaxf(x0, gpu_shfl_xor(x0, 1));
+            x0 = fmaxf(x0, gpu_shfl_xor(x0, 2));
+            x8 = fmaxf(x8, gpu_shfl_xor(x8, 1));
+            x8 = fmaxf(x8, gpu_shfl_xor(x8, 2));
+            float n0 = fmaxf(m0, x0), n8 = fmaxf(m8, x8);
+            float a0 = n0 == NEG_INF ? 1.0f : exp2f((m0 - n0) * LOG2E);
+            float a8 = n8 == NEG_INF ? 1.0f : exp2f((m8 - n8) * LOG2E);
+            float b0 = n0 == NEG_INF ? 0.0f : n0 * LOG2E, b8 = n8 == NEG_INF ? 0.0f : n8 * LOG2E;
+            uint32_t pf[4][4];
+            float sum0 = 0, sum8 = 0;
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) {
+                float p[2][4];
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    p[h][0] = exp2f(fmaf(v0[ks][h].x, LOG2E, -b0));
+                    p[h][1] = exp2f(fmaf(v0[ks][h].y, LOG2E, -b0));
+                    p[h][2] = exp2f(fmaf(v8[ks][h].x, LOG2E, -b8));
+                    p[h][3] = exp2f(fmaf(v8[ks][h].y, LOG2E, -b8));
+                    if (n0 == NEG_INF) p[h][0] = p[h][1] = 0.0f;
+                    if (n8 == NEG_INF) p[h][2] = p[h][3] = 0.0f;
+                    sum0 += p[h][0] + p[h][1];
+                    sum8 += p[h][2] + p[h][3];
+                }
+                pf[ks][0] = gpu_pack_bf16x2(p[0][0], p[0][1]); /* row g, keys 2cq.. */
+                pf[ks][1] = gpu_pack_bf16x2(p[0][2], p[0][3]); /* row g+8 */
+                pf[ks][2] = gpu_pack_bf16x2(p[1][0], p[1][1]); /* row g, keys 2cq+8.. */
+                pf[ks][3] = gpu_pack_bf16x2(p[1][2], p[1][3]); /* row g+8, keys 2cq+8.. */
+            }
+            sum0 += gpu_shfl_xor(sum0, 1);
+            sum0 += gpu_shfl_xor(sum0, 2);
+            sum8 += gpu_shfl_xor(sum8, 1);
+            sum8 += gpu_shfl_xor(sum8, 2);
+            l0 = l0 * a0 + sum0;
+            l8 = l8 * a8 + sum8;
+            m0 = n0;
+            m8 = n8;
 #pragma unroll
             for (int i = 0; i < 32; i++) {
-                acc[i][0] *= ag;
-                acc[i][1] *= ag;
-                acc[i][2] *= ag8;
-                acc[i][3] *= ag8;
+                acc[i][0] *= a0;
+                acc[i][1] *= a0;
+                acc[i][2] *= a8;
+                acc[i][3] *= a8;
             }
-            /* O += P V over the tile: P from the scores, V = the latent part of the key tile */
-            const float *s0 = Ss + (hw + g) * MD_SPITCH, *s8 = Ss + (hw + g + 8) * MD_SPITCH;
+            /* O += P V over the tile: V = the latent part of the key tile */
             int mi = lane / 8, rr = lane % 8;
 #pragma unroll
             for (int ks = 0; ks < 4; ks++) {
-                int k0 = ks * 16 + 2 * cq;
-                float2 p00 = *(const float2 *)(s0 + k0), p80 = *(const float2 *)(s8 + k0);
-                float2 p01 = *(const float2 *)(s0 + k0 + 8), p81 = *(const float2 *)(s8 + k0 + 8);
-                uint32_t af[4];
-                if (mg == NEG_INF) {
-                    af[0] = af[2] = 0;
-                } else {
-                    af[0] = gpu_pack_bf16x2(expf(p00.x - mg), expf(p00.y - mg));
-                    af[2] = gpu_pack_bf16x2(expf(p01.x - mg), expf(p01.y - mg));
-                }
-                if (mg8 == NEG_INF) {
-                    af[1] = af[3] = 0;
-                } else {
-                    af[1] = gpu_pack_bf16x2(expf(p80.x - mg8), expf(p80.y - mg8));
-                    af[3] = gpu_pack_bf16x2(expf(p81.x - mg8), expf(p81.y - mg8));
-                }
                 const uint16_t *vb = Ks + (ks * 16 + (mi % 2) * 8 + rr) * MD_PITCH + dw + (mi / 2) * 8;
 #pragma unroll
                 for (int np = 0; np < 16; np++) {
                     uint32_t bf[4];
                     gpu_ldmatrix_x4_trans(bf, vb + np * 16);
-                    gpu_mma_bf16(acc[2 * np], af, bf);
-                    gpu_mma_bf16(acc[2 * np + 1], af, bf + 2);
+                    gpu_mma_bf16(acc[2 * np], pf[ks], bf);
+                    gpu_mma_bf16(acc[2 * np + 1], pf[ks], bf + 2);
                 }
             }
         }
@@ -461,8 +483,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
     }
     gpu_cp_async_wait<0>();
 
-    float lg = gpu_shfl(l_run, 2 * g), lg8 = gpu_shfl(l_run, 2 * (g + 8));
-    float mg = gpu_shfl(m_run, 2 * g), mg8 = gpu_shfl(m_run, 2 * (g + 8));
+    float lg = l0, lg8 = l8;
     int64_t ha = h0 + hw + g, hb = ha + 8;
     if (a.part_o) {
         float *po = a.part_o + (((int64_t)sp * T + t) * Hh) * MD_DC;
@@ -472,14 +493,12 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
             if (ha < Hh) *(float2 *)(po + ha * MD_DC + d) = make_float2(acc[i][0], acc[i][1]);
             if (hb < Hh) *(float2 *)(po + hb * MD_DC + d) = make_float2(acc[i][2], acc[i][3]);
         }
-        if (warp < 4 && lane % 2 == 0) {
-            int64_t h = h0 + hw + lane / 2;
-            if (h < Hh) a.part_ml[((int64_t)sp * T + t) * Hh + h] = make_float2(m_run, l_run);
+        if (warp < 4 && cq == 0) {
+            if (ha < Hh) a.part_ml[((int64_t)sp * T + t) * Hh + ha] = make_float2(m0, l0);
+            if (hb < Hh) a.part_ml[((int64_t)sp * T + t) * Hh + hb] = make_float2(m8, l8);
         }
         return;
     }
-    (void)mg;
-    (void)mg8;
     float ia = lg > 0 ? 1.0f / lg : 0.0f, ib = lg8 > 0 ? 1.0f / lg8 : 0.0f;
 #pragma unroll
     for (int i = 0; i < 32; i++) {

@@ -317,21 +317,63 @@ extern "C" dsrt_status dsrt_gpu_quantize_act(const dsrt_gpu_ctx *c, const dsrt_g
     return DSRT_OK;
 }
 
-static __global__ void k_weight_scales(dsrt_gpu_tensor w, float *out, int64_t nrb, int64_t nkb, int64_t ld)
+static __global__ void k_weight_scales(dsrt_gpu_tensor w, float *out, int64_t rows, int64_t valid, int64_t ld, int t)
 {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= nrb * ld) return;
-    int64_t rb = i / ld, kb = i % ld;
-    out[i] = kb < nkb ? gpu_block_scale(w, 0, rb * 128, kb * 128) : 0.0f;
+    if (i >= rows * ld) return;
+    int64_t r = i / ld, col = i % ld;
+    int64_t nb = t ? col : r, kb = t ? r : col;
+    out[i] = col < valid ? gpu_block_scale(w, 0, nb * 128, kb * 128) : 0.0f;
 }
 
 extern "C" dsrt_status dsrt_gpu_weight_scales_f32(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *w, float *out,
-                                                  int64_t ld)
+                                                  int64_t ld, int transposed)
 {
     int64_t N = w->shape[0], K = w->shape[1], nrb = (N + 127) / 128, nkb = (K + 127) / 128;
-    if (nrb * ld == 0) return DSRT_OK;
-    k_weight_scales<<<gpu_blocks(nrb * ld, 256), 256, 0, gpu_stream(c)>>>(*w, out, nrb, nkb, ld);
+    int64_t rows = transposed ? nkb : nrb, valid = transposed ? nrb : nkb;
+    if (rows * ld == 0) return DSRT_OK;
+    k_weight_scales<<<gpu_blocks(rows * ld, 256), 256, 0, gpu_stream(c)>>>(*w, out, rows, valid, ld, transposed);
     GPU_CHECK_LAUNCH("linear", "k_weight_scales");
+    return DSRT_OK;
+}
+
+/* 32x32 tiles through shared memory so both the reads and the writes are coalesced. */
+static __global__ void k_transpose(const char *src, int64_t N, int64_t ld, dsrt_gpu_tensor y, int es)
+{
+    __shared__ uint32_t tile[32][33];
+    int64_t M = y.shape[0];
+    int64_t n0 = (int64_t)blockIdx.y * 32, m0 = (int64_t)blockIdx.x * 32;
+    for (int r = threadIdx.y; r < 32; r += blockDim.y) {
+        int64_t n = n0 + r, m = m0 + threadIdx.x;
+        uint32_t v = 0;
+        if (n < N && m < M) {
+            const char *p = src + (n * ld + m) * es;
+            v = es == 4 ? *(const uint32_t *)p : *(const uint16_t *)p;
+        }
+        tile[r][threadIdx.x] = v;
+    }
+    __syncthreads();
+    for (int r = threadIdx.y; r < 32; r += blockDim.y) {
+        int64_t m = m0 + r, n = n0 + threadIdx.x;
+        if (m < M && n < N) {
+            char *p = y.p + (m * y.stride[0] + n) * es;
+            if (es == 4) *(uint32_t *)p = tile[threadIdx.x][r];
+            else *(uint16_t *)p = (uint16_t)tile[threadIdx.x][r];
+        }
+    }
+}
+
+extern "C" dsrt_status dsrt_gpu_transpose(const dsrt_gpu_ctx *c, const void *src, int64_t N, int64_t ld,
+                                          const dsrt_gpu_tensor *y)
+{
+    int64_t M = y->shape[0];
+    int es = (int)dsrt_dtype_size((dsrt_dtype)y->dtype);
+    if (M == 0 || N == 0) return DSRT_OK;
+    if (es != 2 && es != 4) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "transpose: element size %d", es);
+    dim3 grid(gpu_blocks(M, 32), gpu_blocks(N, 32));
+    if (grid.y > 65535) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "transpose: %lld rows", (long long)N);
+    k_transpose<<<grid, dim3(32, 8), 0, gpu_stream(c)>>>((const char *)src, N, ld, *y, es);
+    GPU_CHECK_LAUNCH("linear", "k_transpose");
     return DSRT_OK;
 }
 

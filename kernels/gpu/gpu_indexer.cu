@@ -30,6 +30,7 @@ typedef struct ix_args {
     int fmt, page;
     float scale;
     int64_t kpb; /* keys per block */
+    int quad;    /* FP8 rows of 132 bytes, pages a multiple of 4 rows: copy 4 rows (528 bytes) at a time */
 } ix_args;
 
 /* ---- plain cores: a warp per key ---- */
@@ -100,16 +101,41 @@ static __global__ void k_indexer_simt(ix_args a)
 /* ---- tensor cores: FP8 keys of 128 values, 64 heads ---- */
 #define IX_HEADS 64
 #define IX_CHUNK 256
-#define IX_PITCH 144 /* bytes per key row in shared memory: conflict-free 8-byte fragment loads */
-#define IX_SMEM (2 * IX_CHUNK * (IX_PITCH + 4 + 8))
+#define IX_PITCH 144 /* bytes per key row in shared memory (4-byte copies): conflict-free fragment loads */
+#define IX_SMEM (2 * IX_CHUNK * (IX_PITCH + 8))
+
+#ifdef DSRT_GPU_HAVE_MMA
+/* Copies the key rows of chunk buffer `buf` (slots already in shared memory) into shared memory;
+ * rows without a slot are zero-filled. */
+GPU_DEV void ix_issue(const ix_args &a, const uint8_t *kb, int64_t kst, int64_t S, uint8_t *kbuf, const int64_t *slots,
+                      int kp, int buf)
+{
+    const int64_t *sl = slots + buf * IX_CHUNK;
+    uint8_t *dst0 = kbuf + buf * IX_CHUNK * kp;
+    if (a.quad) { /* 4 consecutive positions of a page are 528 contiguous, 16-byte aligned bytes */
+        for (int id = threadIdx.x; id < (IX_CHUNK / 4) * 33; id += blockDim.x) {
+            int q = id / 33, ch = id % 33;
+            int64_t s0 = sl[4 * q];
+            bool ok = s0 >= 0 && s0 % 4 == 0 && s0 + 3 < S;
+            gpu_cp_async16(dst0 + 4 * q * 132 + ch * 16, kb + (ok ? s0 : 0) * 132 + ch * 16, ok ? 16 : 0);
+        }
+        return;
+    }
+    for (int w = threadIdx.x; w < IX_CHUNK * 33; w += blockDim.x) {
+        int r = w / 33, col = w % 33;
+        int64_t s0 = sl[r];
+        gpu_cp_async4(dst0 + r * kp + col * 4, kb + (s0 >= 0 ? s0 : 0) * kst + col * 4, s0 >= 0 ? 4 : 0);
+    }
+}
+#endif
 
 static __global__ void __launch_bounds__(256, 1) k_indexer_tc(ix_args a)
 {
 #ifdef DSRT_GPU_HAVE_MMA
     extern __shared__ __align__(16) uint8_t ix_smem[];
-    uint8_t *kbuf = ix_smem;                                            /* [2][CHUNK][PITCH] */
-    float *kscale = (float *)(ix_smem + 2 * IX_CHUNK * IX_PITCH);       /* [2][CHUNK] */
-    int64_t *slots = (int64_t *)(ix_smem + 2 * IX_CHUNK * (IX_PITCH + 4)); /* [2][CHUNK] */
+    uint8_t *kbuf = ix_smem;                                         /* [2][CHUNK][kp] key rows with scales */
+    int64_t *slots = (int64_t *)(ix_smem + 2 * IX_CHUNK * IX_PITCH); /* [2][CHUNK] */
+    const int kp = a.quad ? 132 : IX_PITCH;
     int64_t L = a.out.shape[1], S = a.kc.shape[0];
     int64_t t = blockIdx.y;
     int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, cq = lane % 4;
@@ -158,13 +184,7 @@ static __global__ void __launch_bounds__(256, 1) k_indexer_tc(ix_args a)
         slots[tid] = j < jv ? idx_slot(a.bt, seq, j, a.page, S) : -1;
     }
     __syncthreads();
-    for (int w = tid; w < IX_CHUNK * 33; w += blockDim.x) {
-        int r = w / 33, col = w % 33;
-        int64_t sl = slots[r];
-        const uint8_t *src = kb + (sl >= 0 ? sl : 0) * kst + col * 4;
-        void *dst = col < 32 ? (void *)(kbuf + r * IX_PITCH + col * 4) : (void *)(kscale + r);
-        gpu_cp_async4(dst, src, sl >= 0 ? 4 : 0);
-    }
+    ix_issue(a, kb, kst, S, kbuf, slots, kp, 0);
     gpu_cp_async_commit();
 
     for (int64_t ci = 0; ci < nchunks; ci++) {
@@ -175,30 +195,23 @@ static __global__ void __launch_bounds__(256, 1) k_indexer_tc(ix_args a)
             slots[nxt * IX_CHUNK + tid] = j < jv ? idx_slot(a.bt, seq, j, a.page, S) : -1;
         }
         __syncthreads();
-        if (ci + 1 < nchunks) {
-            for (int w = tid; w < IX_CHUNK * 33; w += blockDim.x) {
-                int r = w / 33, col = w % 33;
-                int64_t sl = slots[nxt * IX_CHUNK + r];
-                const uint8_t *src = kb + (sl >= 0 ? sl : 0) * kst + col * 4;
-                void *dst = col < 32 ? (void *)(kbuf + (nxt * IX_CHUNK + r) * IX_PITCH + col * 4)
-                                     : (void *)(kscale + nxt * IX_CHUNK + r);
-                gpu_cp_async4(dst, src, sl >= 0 ? 4 : 0);
-            }
-        }
+        if (ci + 1 < nchunks) ix_issue(a, kb, kst, S, kbuf, slots, kp, nxt);
         gpu_cp_async_commit();
         gpu_cp_async_wait<1>();
         __syncthreads();
-        const uint8_t *kc = kbuf + cur * IX_CHUNK * IX_PITCH;
+        const uint8_t *kc = kbuf + cur * IX_CHUNK * kp;
 #pragma unroll 1
         for (int nt = 0; nt < 4; nt++) {
             int kr = warp * 32 + nt * 8; /* first key of this n-tile within the chunk */
-            const uint8_t *krow = kc + (kr + g) * IX_PITCH + 8 * cq;
+            const uint8_t *krow = kc + (kr + g) * kp + 8 * cq;
             float c[4][4];
 #pragma unroll
             for (int mt = 0; mt < 4; mt++) c[mt][0] = c[mt][1] = c[mt][2] = c[mt][3] = 0;
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                uint2 x = *(const uint2 *)(krow + 32 * j);
+                uint2 x; /* two 4-byte loads: 132-byte rows are only 4-byte aligned */
+                x.x = *(const uint32_t *)(krow + 32 * j);
+                x.y = *(const uint32_t *)(krow + 32 * j + 4);
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     uint32_t w = h ? x.y : x.x;
@@ -220,10 +233,9 @@ static __global__ void __launch_bounds__(256, 1) k_indexer_tc(ix_args a)
             if (g == 0) {
                 int r = kr + 2 * cq;
                 int64_t j = cb + r;
-                const float *ksc = kscale + cur * IX_CHUNK;
                 const int64_t *sl = slots + cur * IX_CHUNK;
-                if (j < jv) orow[j] = sl[r] >= 0 ? s0 * ksc[r] : NEG_INF;
-                if (j + 1 < jv) orow[j + 1] = sl[r + 1] >= 0 ? s1 * ksc[r + 1] : NEG_INF;
+                if (j < jv) orow[j] = sl[r] >= 0 ? s0 * *(const float *)(kc + r * kp + 128) : NEG_INF;
+                if (j + 1 < jv) orow[j + 1] = sl[r + 1] >= 0 ? s1 * *(const float *)(kc + (r + 1) * kp + 128) : NEG_INF;
             }
         }
         __syncthreads(); /* the next iteration rewrites this chunk's slots */
@@ -257,6 +269,7 @@ extern "C" dsrt_status dsrt_gpu_indexer_scores(const dsrt_gpu_ctx *c, const dsrt
         /* enough blocks to fill the device twice over, at least 1024 keys each */
         int64_t per = (L * T + 2 * c->sm_count - 1) / (2 * c->sm_count);
         a.kpb = (per + 1023) / 1024 * 1024;
+        a.quad = a.page % 4 == 0 && a.kc.stride[0] == 132 && ((uintptr_t)a.kc.p & 15) == 0;
         if (a.kpb < 1024) a.kpb = 1024;
         dim3 grid(gpu_blocks(L, (int)a.kpb), (unsigned)T);
         DSRT_TRY(gpu_smem_limit(c, (const void *)k_indexer_tc, IX_SMEM, "indexer_scores"));
@@ -285,12 +298,45 @@ GPU_DEV uint32_t topk_key(float v)
     return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 
+#define TK_PER 16 /* scores per thread per step: 4 x 16-byte loads in flight, not one 4-byte load */
+
+/* Keys of scores [base, base+16) of the row (0 past n); vector loads when the row is 16-byte aligned. */
+GPU_DEV void topk_load(const float *row, int64_t base, int64_t n, bool vec, uint32_t *key)
+{
+    if (vec && base + TK_PER <= n) {
+        const float4 *p = (const float4 *)(row + base);
+        float4 a = p[0], b = p[1], c = p[2], d = p[3];
+        float v[16] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w, c.x, c.y, c.z, c.w, d.x, d.y, d.z, d.w};
+#pragma unroll
+        for (int e = 0; e < TK_PER; e++) key[e] = topk_key(v[e]);
+        return;
+    }
+#pragma unroll
+    for (int e = 0; e < TK_PER; e++) key[e] = base + e < n ? topk_key(row[base + e]) : 0;
+}
+
+/* Exclusive prefix sum of one int per thread in thread order (blockDim <= 1024); *total gets the sum. */
+GPU_DEV int topk_scan(int v, int *sh, int *total)
+{
+    __syncthreads();
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = 1; s < (int)blockDim.x; s *= 2) {
+        int o = (int)threadIdx.x >= s ? sh[threadIdx.x - s] : 0;
+        __syncthreads();
+        sh[threadIdx.x] += o;
+        __syncthreads();
+    }
+    *total = sh[blockDim.x - 1];
+    return sh[threadIdx.x] - v;
+}
+
 static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_gpu_tensor lens, dsrt_gpu_tensor out,
                                                       int k, int p2)
 {
     extern __shared__ unsigned long long sel[]; /* [p2] */
     __shared__ int hist[256];
-    __shared__ int red[64];
+    __shared__ int scan[1024];
     __shared__ uint32_t s_prefix, s_mask;
     __shared__ int s_need, s_all, s_cnt;
     int64_t t = blockIdx.x, L = sc.shape[1];
@@ -300,7 +346,9 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
         int32_t l = gpu_i32(lens, t * lens.stride[0]);
         n = l < 0 ? 0 : (l < L ? l : L);
     }
-    int64_t nround = (n + blockDim.x - 1) / blockDim.x * blockDim.x; /* whole warps in every pass */
+    bool vec = ((uintptr_t)row & 15) == 0;
+    int64_t step = (int64_t)blockDim.x * TK_PER;
+    int64_t nround = (n + step - 1) / step * step; /* every thread runs every step: whole warps */
     if (threadIdx.x == 0) {
         s_prefix = 0;
         s_mask = 0;
@@ -312,13 +360,15 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
         for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
         __syncthreads();
         uint32_t prefix = s_prefix, mask = s_mask;
-        for (int64_t i = threadIdx.x; i < nround; i += blockDim.x) {
-            int bin = -1;
-            if (i < n) {
-                uint32_t key = topk_key(row[i]);
-                if (key && (key & mask) == prefix) bin = (int)((key >> shift) & 255);
+        for (int64_t b0 = 0; b0 < nround; b0 += step) {
+            int64_t base = b0 + (int64_t)threadIdx.x * TK_PER;
+            uint32_t key[TK_PER];
+            topk_load(row, base, n, vec, key);
+#pragma unroll
+            for (int e = 0; e < TK_PER; e++) {
+                int bin = (key[e] && (key[e] & mask) == prefix) ? (int)((key[e] >> shift) & 255) : -1;
+                gpu_hist_add(hist, bin);
             }
-            gpu_hist_add(hist, bin);
         }
         __syncthreads();
         if (threadIdx.x == 0) {
@@ -341,25 +391,33 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
         __syncthreads();
         if (s_all) break;
     }
-    /* gather: keys above the threshold, then the first s_need equal to it in position order */
+    /* gather: keys above the threshold, then the first s_need equal to it in position order (a thread's
+     * 16 scores are consecutive positions, so thread order is position order) */
     uint32_t thr = s_prefix;
     int all = s_all, need = s_need, eq_base = 0;
-    for (int64_t i0 = 0; i0 < nround; i0 += blockDim.x) {
-        int64_t i = i0 + threadIdx.x;
-        uint32_t key = i < n ? topk_key(row[i]) : 0;
-        int take = 0;
-        if (key) {
-            if (all || key > thr) take = 1;
-        }
-        int is_eq = !all && key && key == thr;
+    for (int64_t b0 = 0; b0 < nround; b0 += step) {
+        int64_t base = b0 + (int64_t)threadIdx.x * TK_PER;
+        uint32_t key[TK_PER];
+        topk_load(row, base, n, vec, key);
+        int neq = 0;
+#pragma unroll
+        for (int e = 0; e < TK_PER; e++) neq += (!all && key[e] && key[e] == thr);
         int total;
-        int r = gpu_block_scan_flag(is_eq, red, &total);
-        if (is_eq && eq_base + r < need) take = 1;
-        eq_base += total;
-        if (take) {
-            int at = atomicAdd(&s_cnt, 1);
-            if (at < p2) sel[at] = ((unsigned long long)(~key) << 32) | (unsigned long long)(uint32_t)i;
+        int r = topk_scan(neq, scan, &total);
+#pragma unroll
+        for (int e = 0; e < TK_PER; e++) {
+            uint32_t kk = key[e];
+            int take = kk && (all || kk > thr);
+            if (!all && kk && kk == thr) {
+                take = eq_base + r < need;
+                r++;
+            }
+            if (take) {
+                int at = atomicAdd(&s_cnt, 1);
+                if (at < p2) sel[at] = ((unsigned long long)(~kk) << 32) | (unsigned long long)(uint32_t)(base + e);
+            }
         }
+        eq_base += total;
     }
     __syncthreads();
     int cnt = s_cnt < k ? s_cnt : k;

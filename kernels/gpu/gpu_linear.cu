@@ -309,6 +309,8 @@ typedef struct fp8_args {
     dsrt_gpu_tensor y;
     float alpha;
     const int *sched;
+    int64_t kb_per; /* K blocks per split (blockIdx.z) */
+    float *part;    /* split-K: f32 partial sums [splits][M][N], summed by k_split_reduce */
 } fp8_args;
 
 #ifdef DSRT_GPU_HAVE_MMA
@@ -364,23 +366,24 @@ static __global__ void __launch_bounds__(256, 1) k_fp8_gemm(fp8_args a)
             for (int e = 0; e < 4; e++) acc[i][j][e] = part[i][j][e] = 0;
 
     int64_t nkb = a.nkb;
+    int64_t kb0 = (int64_t)blockIdx.z * a.kb_per, kb1 = kb0 + a.kb_per < nkb ? kb0 + a.kb_per : nkb;
     for (int s = 0; s < FM_STAGES - 1; s++) {
-        if (s < nkb)
+        if (kb0 + s < kb1)
             fm_load_stage(a, fm_smem + s * (FM_BM + FM_BN) * FM_BK, fm_smem + s * (FM_BM + FM_BN) * FM_BK + FM_BM * FM_BK,
-                          grp, m0, m1, n0, s);
+                          grp, m0, m1, n0, kb0 + s);
         gpu_cp_async_commit();
     }
-    for (int64_t kb = 0; kb < nkb; kb++) {
+    for (int64_t kb = kb0; kb < kb1; kb++) {
         gpu_cp_async_wait<FM_STAGES - 2>();
         __syncthreads();
         int64_t nk = kb + FM_STAGES - 1;
-        if (nk < nkb) {
-            int st = (int)(nk % FM_STAGES);
+        if (nk < kb1) {
+            int st = (int)((nk - kb0) % FM_STAGES);
             fm_load_stage(a, fm_smem + st * (FM_BM + FM_BN) * FM_BK,
                           fm_smem + st * (FM_BM + FM_BN) * FM_BK + FM_BM * FM_BK, grp, m0, m1, n0, nk);
         }
         gpu_cp_async_commit();
-        const uint8_t *As = fm_smem + (kb % FM_STAGES) * (FM_BM + FM_BN) * FM_BK;
+        const uint8_t *As = fm_smem + ((kb - kb0) % FM_STAGES) * (FM_BM + FM_BN) * FM_BK;
         const uint8_t *Bs = As + FM_BM * FM_BK;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
@@ -470,11 +473,23 @@ static __global__ void __launch_bounds__(256, 1) k_fp8_gemm(fp8_args a)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int64_t r = r0 + (e >= 2 ? 8 : 0), col = n + (e & 1);
-                if (r < m1 && col < a.N) gpu_st(a.y.p, a.y.dtype, r * a.y.stride[0] + col, a.alpha * acc[mt][nt][e]);
+                if (r >= m1 || col >= a.N) continue;
+                if (a.part) a.part[((int64_t)blockIdx.z * a.M + r) * a.N + col] = acc[mt][nt][e];
+                else gpu_st(a.y.p, a.y.dtype, r * a.y.stride[0] + col, a.alpha * acc[mt][nt][e]);
             }
         }
     }
 #endif
+}
+
+static __global__ void k_split_reduce(const float *part, int splits, int64_t M, int64_t N, float alpha, dsrt_gpu_tensor y)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= M * N) return;
+    float v = 0;
+    for (int z = 0; z < splits; z++) v += part[z * M * N + i];
+    int64_t m = i / N, n = i % N;
+    gpu_st(y.p, y.dtype, m * y.stride[0] + n, alpha * v);
 }
 
 extern "C" dsrt_status dsrt_gpu_fp8_gemm_mma(const dsrt_gpu_ctx *c, const uint8_t *q, const float *qs, int64_t M,
@@ -504,11 +519,24 @@ extern "C" dsrt_status dsrt_gpu_fp8_gemm_mma(const dsrt_gpu_ctx *c, const uint8_
         a.sched = sched;
     }
     if (tiles > 65535) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: %u row tiles exceed the grid", name, tiles);
+    /* Split K when the output tiles cannot fill the device (decode-sized M): partial sums per split,
+     * added in split order by k_split_reduce. */
+    int64_t splits = 1, ntn = gpu_blocks(a.N, FM_BN);
+    a.kb_per = a.nkb;
+    if (!a.sched && (int64_t)tiles * ntn < c->sm_count && a.nkb >= 4) {
+        splits = (2 * c->sm_count + (int64_t)tiles * ntn - 1) / ((int64_t)tiles * ntn);
+        if (splits > a.nkb / 2) splits = a.nkb / 2;
+        if (splits > 16) splits = 16;
+        if (splits < 1) splits = 1;
+        a.kb_per = (a.nkb + splits - 1) / splits;
+        splits = (a.nkb + a.kb_per - 1) / a.kb_per;
+    }
+    if (splits > 1) DSRT_TRY(gpu_scratch(c, sizeof(float) * (size_t)(splits * M * a.N), (void **)&a.part));
     /* The native e4m3 form exists in the sm_90a image only (sm_80 code and its PTX lack it). */
     bool native = c->cc_major == 9 && c->cc_minor == 0;
     const char *env = getenv("DSRT_CUDA_FP8_MMA");
     if (env && strcmp(env, "f16") == 0) native = false;
-    dim3 grid(gpu_blocks(a.N, FM_BN), tiles);
+    dim3 grid(gpu_blocks(a.N, FM_BN), tiles, (unsigned)splits);
     if (native) {
         DSRT_TRY(gpu_smem_limit(c, (const void *)k_fp8_gemm<true>, FM_SMEM, name));
         k_fp8_gemm<true><<<grid, 256, FM_SMEM, gpu_stream(c)>>>(a);
@@ -517,5 +545,10 @@ extern "C" dsrt_status dsrt_gpu_fp8_gemm_mma(const dsrt_gpu_ctx *c, const uint8_
         k_fp8_gemm<false><<<grid, 256, FM_SMEM, gpu_stream(c)>>>(a);
     }
     GPU_CHECK_LAUNCH(name, "k_fp8_gemm");
+    if (splits > 1) {
+        int64_t total = M * a.N;
+        k_split_reduce<<<gpu_blocks(total, 256), 256, 0, gpu_stream(c)>>>(a.part, (int)splits, M, a.N, a.alpha, *y);
+        GPU_CHECK_LAUNCH(name, "k_split_reduce");
+    }
     return DSRT_OK;
 }

@@ -95,16 +95,30 @@ GPU_DEV void gpu_f16x2_to_f32(uint32_t h, float *lo, float *hi)
         : "r"(h));
 }
 
-/* Four e4m3 bytes of w (byte 0 first) as exact floats times `mul` (mul absorbs the trick's 2^8). */
-GPU_DEV void gpu_e4m3x4_scaled(uint32_t w, float mul, float *f)
+/* Four e4m3 bytes of w (byte 0 first) as exact floats times s. sm_89+ converts in hardware (two
+ * values per instruction); sm_80 uses the f16 bit trick above (values * 2^-8, undone in the scale). */
+GPU_DEV void gpu_e4m3x4_scaled(uint32_t w, float s, float *f)
 {
-    gpu_f16x2_to_f32(gpu_e4m3x2_lo_f16(w), &f[0], &f[1]);
-    gpu_f16x2_to_f32(gpu_e4m3x2_hi_f16(w), &f[2], &f[3]);
+#if __CUDA_ARCH__ >= 890
+    uint32_t lo, hi;
+    asm("{\n .reg .b16 a, b;\n mov.b32 {a, b}, %2;\n cvt.rn.f16x2.e4m3x2 %0, a;\n cvt.rn.f16x2.e4m3x2 %1, b;\n}\n"
+        : "=r"(lo), "=r"(hi)
+        : "r"(w));
+    float mul = s;
+#else
+    uint32_t lo = gpu_e4m3x2_lo_f16(w), hi = gpu_e4m3x2_hi_f16(w);
+    float mul = s * 256.0f;
+#endif
+    gpu_f16x2_to_f32(lo, &f[0], &f[1]);
+    gpu_f16x2_to_f32(hi, &f[2], &f[3]);
     f[0] *= mul;
     f[1] *= mul;
     f[2] *= mul;
     f[3] *= mul;
 }
+
+/* x rounded to bf16 (nearest even) and back, in two instructions. */
+GPU_DEV float gpu_round_bf16_fast(float x) { return __int_as_float((int)(gpu_pack_bf16x2(x, 0.0f) << 16)); }
 
 GPU_DEV void gpu_ldmatrix_x2_trans(uint32_t *r, const void *row_addr)
 {

@@ -99,9 +99,12 @@ dsrt_status dsrt_gpu_quantize_act(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *
 dsrt_status dsrt_gpu_fp8_gemm_mma(const dsrt_gpu_ctx *c, const uint8_t *q, const float *qs, int64_t M, int64_t K,
                                   const dsrt_gpu_tensor *w, const dsrt_gpu_tensor *offsets, float alpha,
                                   const dsrt_gpu_tensor *y);
-/* Writes a weight's 128x128 block scales as f32 [ceil(N/128)][ld] (ld >= ceil(K/128), zero padded):
- * the layout cuBLASLt's BLK128x128_32F mode reads. */
-dsrt_status dsrt_gpu_weight_scales_f32(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *w, float *out, int64_t ld);
+/* Writes a weight's 128x128 block scales as f32 [ceil(N/128)][ld] (ld >= ceil(K/128)), or transposed
+ * [ceil(K/128)][ld] (ld >= ceil(N/128)), zero padded: the layouts cuBLASLt's BLK128x128_32F mode reads. */
+dsrt_status dsrt_gpu_weight_scales_f32(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *w, float *out, int64_t ld,
+                                       int transposed);
+/* y[m][n] = src[n][m] for src [N][ld] (ld >= M) holding y's dtype: bits are moved, not rounded. */
+dsrt_status dsrt_gpu_transpose(const dsrt_gpu_ctx *c, const void *src, int64_t N, int64_t ld, const dsrt_gpu_tensor *y);
 
 #ifdef __cplusplus
 }

@@ -1133,6 +1133,8 @@ START_TEST(t_runtime)
         pt_rand(&nx, DSRT_BF16, 2, SH(8, 1024), 1.0f);
         ck_ok(dsrt_stream_copy(g_cs, nx.c.buf, 0, x.c.buf, 0, x.bytes));
         ck_ok(dsrt_stream_copy(g_gs, nx.g.buf, 0, x.g.buf, 0, x.bytes));
+        ck_ok(dsrt_stream_sync(g_cs)); /* the CPU stream copies later: keep nx alive until it has */
+        ck_ok(dsrt_stream_sync(g_gs));
         pt_free(&nx);
         pt_poison(&ix, 0x7f);
         pt_poison(&ly, 0xff);
