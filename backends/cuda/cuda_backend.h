@@ -36,7 +36,7 @@ typedef struct dsrt_cuda_device {
     dsrt_gpu_fp8_gemm fp8_mode; /* DSRT_CUDA_FP8_GEMM=auto|library|own|simt */
     bool fp8_simt;              /* "simt": plain cores only, for testing the portable path */
     int lt_fp8_checked;         /* 0 not yet, 1 library agrees with our kernel, -1 it does not */
-    char lt_fp8_note[200];
+    char lt_fp8_note[400];
     dsrt_cuda_lt_variant lt_variant;
     bool use_mma;
 } dsrt_cuda_device;

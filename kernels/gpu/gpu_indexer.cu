@@ -335,10 +335,10 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
                                                       int k, int p2)
 {
     extern __shared__ unsigned long long sel[]; /* [p2] */
-    __shared__ int hist[256];
+    __shared__ int hist[4096];
     __shared__ int scan[1024];
-    __shared__ uint32_t s_prefix, s_mask;
-    __shared__ int s_need, s_all, s_cnt;
+    __shared__ uint32_t s_lo, s_hi, r_min[32], r_max[32];
+    __shared__ int s_need, s_all, s_cnt, r_cnt[32];
     int64_t t = blockIdx.x, L = sc.shape[1];
     const float *row = (const float *)sc.p + t * sc.stride[0];
     int64_t n = L;
@@ -348,53 +348,93 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
     }
     bool vec = ((uintptr_t)row & 15) == 0;
     int64_t step = (int64_t)blockDim.x * TK_PER;
-    int64_t nround = (n + step - 1) / step * step; /* every thread runs every step: whole warps */
+    int64_t nround = (n + step - 1) / step * step; /* every thread runs every step */
+    /* pass 0: range and count of the valid keys */
+    uint32_t kmin = 0xffffffffu, kmax = 0;
+    int cnt = 0;
+    for (int64_t b0 = 0; b0 < nround; b0 += step) {
+        uint32_t key[TK_PER];
+        topk_load(row, b0 + (int64_t)threadIdx.x * TK_PER, n, vec, key);
+#pragma unroll
+        for (int e = 0; e < TK_PER; e++)
+            if (key[e]) {
+                kmin = key[e] < kmin ? key[e] : kmin;
+                kmax = key[e] > kmax ? key[e] : kmax;
+                cnt++;
+            }
+    }
+    for (int m = GPU_WARP_SIZE / 2; m > 0; m >>= 1) {
+        uint32_t omin = (uint32_t)gpu_shfl_xor_i((int)kmin, m), omax = (uint32_t)gpu_shfl_xor_i((int)kmax, m);
+        kmin = omin < kmin ? omin : kmin;
+        kmax = omax > kmax ? omax : kmax;
+        cnt += gpu_shfl_xor_i(cnt, m);
+    }
+    if (gpu_lane() == 0) {
+        r_min[gpu_warp()] = kmin;
+        r_max[gpu_warp()] = kmax;
+        r_cnt[gpu_warp()] = cnt;
+    }
+    __syncthreads();
     if (threadIdx.x == 0) {
-        s_prefix = 0;
-        s_mask = 0;
+        uint32_t lo = 0xffffffffu, hi = 0;
+        int total = 0;
+        for (int w = 0; w < gpu_nwarps(); w++) {
+            lo = r_min[w] < lo ? r_min[w] : lo;
+            hi = r_max[w] > hi ? r_max[w] : hi;
+            total += r_cnt[w];
+        }
+        s_lo = lo;
+        s_hi = hi;
         s_need = k;
-        s_all = 0;
+        s_all = total <= k; /* every valid entry is chosen */
         s_cnt = 0;
     }
-    for (int shift = 24; shift >= 0; shift -= 8) {
-        for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+    __syncthreads();
+    /* Radix selection over the keys' own range, 4096 bins a pass: the bins spread clustered scores
+     * (which share their top bits) instead of piling them on one shared counter. At most three passes
+     * reach a single key value. */
+    while (!s_all) {
+        uint32_t lo = s_lo, hi = s_hi, range = hi - lo;
+        int bits = range ? 32 - __clz(range) : 0, shift = bits > 12 ? bits - 12 : 0;
+        int nb = (int)(range >> shift) + 1;
+        for (int i = threadIdx.x; i < nb; i += blockDim.x) hist[i] = 0;
         __syncthreads();
-        uint32_t prefix = s_prefix, mask = s_mask;
         for (int64_t b0 = 0; b0 < nround; b0 += step) {
-            int64_t base = b0 + (int64_t)threadIdx.x * TK_PER;
             uint32_t key[TK_PER];
-            topk_load(row, base, n, vec, key);
+            topk_load(row, b0 + (int64_t)threadIdx.x * TK_PER, n, vec, key);
 #pragma unroll
-            for (int e = 0; e < TK_PER; e++) {
-                int bin = (key[e] && (key[e] & mask) == prefix) ? (int)((key[e] >> shift) & 255) : -1;
-                gpu_hist_add(hist, bin);
-            }
+            for (int e = 0; e < TK_PER; e++)
+                if (key[e] && key[e] >= lo && key[e] <= hi) atomicAdd(&hist[(key[e] - lo) >> shift], 1);
         }
         __syncthreads();
-        if (threadIdx.x == 0) {
-            if (shift == 24) {
-                int total = 0;
-                for (int d = 0; d < 256; d++) total += hist[d];
-                if (total <= k) s_all = 1; /* every valid entry is chosen */
+        /* bins from the top: thread i sums bins [nb-4i-4, nb-4i); a scan finds the bin holding the
+         * need-th largest key */
+        int per = (nb + (int)blockDim.x - 1) / (int)blockDim.x, mine = 0;
+        int top = nb - 1 - (int)threadIdx.x * per;
+        for (int j = 0; j < per; j++)
+            if (top - j >= 0) mine += hist[top - j];
+        int total;
+        int above = topk_scan(mine, scan, &total);
+        int need = s_need;
+        if (above < need && above + mine >= need) {
+            int cum = above, b = top;
+            for (int j = 0; j < per && top - j >= 0; j++) {
+                b = top - j;
+                if (cum + hist[b] >= need) break;
+                cum += hist[b];
             }
-            if (!s_all) {
-                int need = s_need, cum = 0, d = 255;
-                for (; d > 0; d--) {
-                    if (cum + hist[d] >= need) break;
-                    cum += hist[d];
-                }
-                s_need = need - cum;
-                s_prefix = prefix | ((uint32_t)d << shift);
-                s_mask = mask | (255u << shift);
-            }
+            uint64_t nlo = (uint64_t)lo + ((uint64_t)b << shift), nhi = nlo + (((uint64_t)1 << shift) - 1);
+            s_lo = (uint32_t)nlo;
+            s_hi = nhi < hi ? (uint32_t)nhi : hi;
+            s_need = need - cum;
         }
         __syncthreads();
-        if (s_all) break;
+        if (shift == 0) break;
     }
-    /* gather: keys above the threshold, then the first s_need equal to it in position order (a thread's
-     * 16 scores are consecutive positions, so thread order is position order) */
-    uint32_t thr = s_prefix;
+    uint32_t thr = s_lo;
     int all = s_all, need = s_need, eq_base = 0;
+    /* gather: keys above the threshold, then the first `need` equal to it in position order (a
+     * thread's 16 scores are consecutive positions, so thread order is position order) */
     for (int64_t b0 = 0; b0 < nround; b0 += step) {
         int64_t base = b0 + (int64_t)threadIdx.x * TK_PER;
         uint32_t key[TK_PER];
@@ -420,7 +460,7 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
         eq_base += total;
     }
     __syncthreads();
-    int cnt = s_cnt < k ? s_cnt : k;
+    cnt = s_cnt < k ? s_cnt : k;
     for (int i = cnt + threadIdx.x; i < p2; i += blockDim.x) sel[i] = ~0ull;
     __syncthreads();
     for (int size = 2; size <= p2; size <<= 1)
