@@ -377,7 +377,7 @@ static void lt_fp8_selfcheck(dsrt_cuda_stream *s)
     }
     {
         char first[160];
-        snprintf(first, sizeof first, "%s", d->lt_fp8_note);
+        snprintf(first, sizeof first, "%.150s", d->lt_fp8_note);
         snprintf(d->lt_fp8_note, sizeof d->lt_fp8_note, "cuBLASLt block-scaled FP8 self-check [%s]: %s%s%.100s", tried,
                  d->lt_fp8_checked > 0 ? "library used" : "library not used", d->lt_fp8_checked > 0 ? "" : "; first refusal: ",
                  d->lt_fp8_checked > 0 ? "" : first);
