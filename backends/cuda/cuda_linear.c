@@ -106,7 +106,9 @@ static dsrt_status lt_layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, int64_
     return DSRT_OK;
 }
 
-static dsrt_status lt_plan(dsrt_cuda_stream *s, const lt_problem *p, dsrt_cuda_lt_plan **out)
+/* a_scale / b_scale: block-scaled FP8 needs its scale pointers set before the algorithm query. */
+static dsrt_status lt_plan(dsrt_cuda_stream *s, const lt_problem *p, const void *a_scale, const void *b_scale,
+                           dsrt_cuda_lt_plan **out)
 {
     if (!s->lt) LT_TRY(cublasLtCreate(&s->lt), "cublasLtCreate");
     int64_t key[20];
@@ -148,6 +150,14 @@ static dsrt_status lt_plan(dsrt_cuda_stream *s, const lt_problem *p, dsrt_cuda_l
         if (!st)
             st = lt_check(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof bm),
                           "B scale mode");
+        if (!st)
+            st = lt_check(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale,
+                                                         sizeof a_scale),
+                          "A scale pointer");
+        if (!st)
+            st = lt_check(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale,
+                                                         sizeof b_scale),
+                          "B scale pointer");
     }
     if (!st) st = lt_layout(&pl.a, p->ta, p->transa ? p->k : p->m, p->transa ? p->m : p->k, p->lda, p->batch, p->sa);
     if (!st) st = lt_layout(&pl.b, p->tb, p->k, p->n, p->ldb, p->batch, p->sb);
@@ -194,7 +204,7 @@ static dsrt_status lt_run(dsrt_cuda_stream *s, const lt_problem *p, float alpha,
                           const void *a_scale, const void *b_scale)
 {
     dsrt_cuda_lt_plan *pl;
-    DSRT_TRY(lt_plan(s, p, &pl));
+    DSRT_TRY(lt_plan(s, p, a_scale, b_scale, &pl));
     if (p->fp8) {
         LT_TRY(cublasLtMatmulDescSetAttribute(pl->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof a_scale),
                "A scale pointer");

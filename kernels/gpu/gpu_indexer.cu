@@ -395,6 +395,7 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
      * reach a single key value. */
     while (!s_all) {
         uint32_t lo = s_lo, hi = s_hi, range = hi - lo;
+        int need = s_need; /* read before the barriers below: the finder rewrites it after them */
         int bits = range ? 32 - __clz(range) : 0, shift = bits > 12 ? bits - 12 : 0;
         int nb = (int)(range >> shift) + 1;
         for (int i = threadIdx.x; i < nb; i += blockDim.x) hist[i] = 0;
@@ -415,7 +416,6 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
             if (top - j >= 0) mine += hist[top - j];
         int total;
         int above = topk_scan(mine, scan, &total);
-        int need = s_need;
         if (above < need && above + mine >= need) {
             int cum = above, b = top;
             for (int j = 0; j < per && top - j >= 0; j++) {
