@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_ops.h"
 #include "cli.h"
 #include "dsrt/dsrt.h"
 #include "dsrt/model.h"
@@ -23,7 +24,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: dsrt bench (-m DIR | --synthetic layer|slice) [--backend NAME] [--precision f32|fp8]\n"
-            "                  [--prompt N] [--gen N] [--batch B] [--context C] [--placement FILE]\n\n"
+            "                  [--prompt N] [--gen N] [--batch B] [--context C] [--placement FILE]\n"
+            "       dsrt bench --ops [FILTER] [--backend NAME]\n\n"
             "Times a prefill of N tokens and G decode steps at batch B (B sequences, each at context C),\n"
             "prints tokens/s, the device's measured memory bandwidth, the bytes a decode step reads\n"
             "(weights touched + KV cache) and decode's fraction of that roofline.\n"
@@ -33,7 +35,10 @@ static void usage(FILE *f)
             "  --prompt N          prefill length (default 64)\n"
             "  --gen N             decode steps (default 16)\n"
             "  --batch B           sequences decoded together (default 1)\n"
-            "  --context C         cached positions before decoding (default: the prompt length)\n");
+            "  --context C         cached positions before decoding (default: the prompt length)\n"
+            "  --ops [FILTER]      the hot ops at V3.2 shapes instead (MLA decode, sparse MLA, indexer +\n"
+            "                      top-k, FP8 GEMMs, ...): time, GB/s, TFLOP/s and fractions of the device's peaks;\n"
+            "                      FILTER picks cases whose name contains it\n");
 }
 
 /* The full-width V3.2 shapes (SPEC §1), with `dense` dense layers then `moe` MoE layers. */
@@ -140,13 +145,17 @@ static void progress(void *ctx, uint64_t done, uint64_t total)
 int dsrt_cmd_bench(int argc, char **argv)
 {
     if (dsrt_cli_load_plugins("bench", &argc, argv)) return 1;
-    const char *dir = NULL, *synth = NULL, *backend = "cpu", *precision = "auto", *placement = NULL;
+    const char *dir = NULL, *synth = NULL, *backend = "cpu", *precision = "auto", *placement = NULL, *ops = NULL;
     long long prompt = 64, gen = 16, batch = 1, context = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
+        }
+        if (!strcmp(a, "--ops")) { /* optional filter */
+            ops = (i + 1 < argc && argv[i + 1][0] != '-') ? argv[++i] : "";
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "dsrt bench: error: '%s' needs a value (see dsrt bench --help)\n", a);
@@ -170,6 +179,18 @@ int dsrt_cmd_bench(int argc, char **argv)
             fprintf(stderr, "dsrt bench: error: unknown option '%s' (see dsrt bench --help)\n", a);
             return 2;
         }
+    }
+    if (ops) {
+        if (dir || synth) {
+            fprintf(stderr, "dsrt bench: error: --ops times single ops; it takes no model\n");
+            return 2;
+        }
+        dsrt_device *dev = NULL;
+        dsrt_status ost = dsrt_device_open_by_name(backend, &dev);
+        if (ost) return dsrt_cli_fail("bench", ost);
+        int orc = dsrt_bench_ops(dev, ops, stdout);
+        dsrt_device_release(dev);
+        return orc;
     }
     if (!dir == !synth) {
         fprintf(stderr, "dsrt bench: error: give exactly one of -m DIR or --synthetic layer|slice\n");

@@ -1,0 +1,803 @@
+/* The CUDA backend: NVIDIA GPUs through the CUDA runtime.
+ *
+ * Memory comes from the device's stream-ordered pool (cudaMallocAsync pools, kept cached), streams
+ * are non-blocking CUDA streams, graphs are stream captures instantiated as cudaGraphExec. Ops run the
+ * kernels of kernels/gpu (and cuBLASLt for dense GEMMs, cuda_linear.c). Every CUDA call is checked and
+ * every launch followed by a check of the last error; failures come back as statuses naming the
+ * device and the call. A machine without a driver or device initializes fine and reports zero
+ * devices with the reason. */
+
+#include "cuda_backend.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct dsrt_cuda_backend {
+    int count;
+    char why[200];
+    dsrt_device_caps caps[DSRT_CUDA_MAX_DEVICES];
+} dsrt_cuda_backend;
+
+dsrt_status dsrt_cuda_check(cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess) return DSRT_OK;
+    cudaGetLastError(); /* clear non-sticky errors so later calls see their own */
+    dsrt_code code = e == cudaErrorMemoryAllocation ? DSRT_CODE_RESOURCE_EXHAUSTED : DSRT_CODE_DEVICE;
+    return dsrt_error(code, "cuda: %s failed: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+/* ---- capabilities ---- */
+
+/* Dense tensor-core rates of known boards (datasheet figures, TFLOP/s): more faithful than clock
+ * arithmetic because boost clocks differ from the sustained tensor clocks. */
+static bool dsrt_cuda_known_peaks(const char *name, double *bf16, double *fp8)
+{
+    static const struct {
+        const char *a, *b;
+        double bf16, fp8;
+    } known[] = {
+        {"H100", "PCIe", 756.0, 1513.0}, {"H100", "NVL", 835.0, 1671.0}, {"H100", NULL, 989.4, 1978.9},
+        {"H200", NULL, 989.4, 1978.9},   {"H800", NULL, 989.4, 1978.9},  {"H20", NULL, 148.0, 296.0},
+        {"A100", NULL, 312.0, 0.0},      {"A800", NULL, 312.0, 0.0},     {"L40S", NULL, 362.0, 733.0},
+        {"L4", NULL, 121.0, 242.5},      {"B200", NULL, 2250.0, 4500.0}, {"GB200", NULL, 2500.0, 5000.0},
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strstr(name, known[i].a) && (!known[i].b || strstr(name, known[i].b))) {
+            *bf16 = known[i].bf16;
+            *fp8 = known[i].fp8;
+            return true;
+        }
+    return false;
+}
+
+static void dsrt_cuda_fill_caps(int i, const struct cudaDeviceProp *p, dsrt_device_caps *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%.127s", p->name);
+    snprintf(c->vendor, sizeof c->vendor, "NVIDIA");
+    int drv = 0, rt = 0;
+    cudaDriverGetVersion(&drv);
+    cudaRuntimeGetVersion(&rt);
+    snprintf(c->driver, sizeof c->driver, "CUDA driver %d.%d, runtime %d.%d, sm_%d%d", drv / 1000, (drv % 1000) / 10,
+             rt / 1000, (rt % 1000) / 10, p->major, p->minor);
+    c->type = DSRT_DEVICE_GPU;
+    c->memory_bytes = p->totalGlobalMem;
+    c->max_alloc_bytes = p->totalGlobalMem;
+    c->local_mem_bytes = p->sharedMemPerBlockOptin ? p->sharedMemPerBlockOptin : p->sharedMemPerBlock;
+    c->compute_units = p->multiProcessorCount;
+    c->max_work_group = p->maxThreadsPerBlock;
+    c->subgroup_size = p->warpSize;
+    c->numa_node = -1;
+    char path[128];
+    snprintf(path, sizeof path, "/sys/bus/pci/devices/%04x:%02x:%02x.0/numa_node", p->pciDomainID, p->pciBusID,
+             p->pciDeviceID);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        int node;
+        if (fscanf(f, "%d", &node) == 1 && node >= 0) c->numa_node = node;
+        fclose(f);
+    }
+    int cc = p->major * 10 + p->minor;
+    c->native_fp8 = cc >= 89;
+    c->native_bf16 = cc >= 80;
+    c->native_fp16 = cc >= 53;
+    c->unified_memory = false;
+    int mem_khz = 0, clk_khz = 0;
+    cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, i);
+    cudaDeviceGetAttribute(&clk_khz, cudaDevAttrClockRate, i);
+    /* HBM and GDDR move data on both clock edges */
+    c->peak_mem_gbs = 2.0 * (double)mem_khz * 1e3 * (double)p->memoryBusWidth / 8.0 / 1e9;
+    double bf16 = 0, fp8 = 0;
+    if (!dsrt_cuda_known_peaks(p->name, &bf16, &fp8)) {
+        /* dense FLOP per clock per SM of the tensor cores, by architecture */
+        double per_sm = cc >= 100 ? 8192 : cc >= 90 ? 4096 : cc == 89 ? 1024 : cc == 80 ? 2048 : cc >= 86 ? 512 : 0;
+        double f8 = cc >= 100 ? 2 : (cc >= 89 ? 2 : 0);
+        bf16 = per_sm * p->multiProcessorCount * clk_khz * 1e3 / 1e12;
+        fp8 = bf16 * f8;
+    }
+    c->peak_tflops_bf16 = bf16;
+    c->peak_tflops_fp8 = fp8;
+}
+
+static dsrt_status dsrt_cuda_init(void **bctx)
+{
+    dsrt_cuda_backend *b = calloc(1, sizeof *b);
+    if (!b) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory starting the CUDA backend");
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        void *drv = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+        if (e == cudaErrorInsufficientDriver && !drv) {
+            snprintf(b->why, sizeof b->why, "no CUDA device present (no NVIDIA driver is installed)");
+        } else if (e == cudaErrorInsufficientDriver) {
+            int rt = 0;
+            cudaRuntimeGetVersion(&rt);
+            snprintf(b->why, sizeof b->why, "no CUDA device present (the NVIDIA driver is older than CUDA %d.%d)",
+                     rt / 1000, (rt % 1000) / 10);
+        } else {
+            snprintf(b->why, sizeof b->why, "no CUDA device present (%s)", cudaGetErrorString(e));
+        }
+        if (drv) dlclose(drv);
+        n = 0;
+    } else if (n == 0) {
+        snprintf(b->why, sizeof b->why, "no CUDA device present");
+    }
+    if (n > DSRT_CUDA_MAX_DEVICES) n = DSRT_CUDA_MAX_DEVICES;
+    for (int i = 0; i < n; i++) {
+        struct cudaDeviceProp p;
+        e = cudaGetDeviceProperties(&p, i);
+        if (e != cudaSuccess) {
+            snprintf(b->why, sizeof b->why, "CUDA device %d cannot be queried (%s)", i, cudaGetErrorString(e));
+            n = i;
+            break;
+        }
+        dsrt_cuda_fill_caps(i, &p, &b->caps[i]);
+    }
+    b->count = n;
+    *bctx = b;
+    return DSRT_OK;
+}
+
+static void dsrt_cuda_deinit(void *bctx) { free(bctx); }
+
+static dsrt_status dsrt_cuda_device_count(void *bctx, int *count, char *why, size_t why_len)
+{
+    dsrt_cuda_backend *b = bctx;
+    *count = b->count;
+    if (b->count == 0) snprintf(why, why_len, "%s", b->why);
+    return DSRT_OK;
+}
+
+static dsrt_status dsrt_cuda_device_caps(void *bctx, int index, dsrt_device_caps *caps)
+{
+    dsrt_cuda_backend *b = bctx;
+    if (index < 0 || index >= b->count)
+        return dsrt_error(DSRT_CODE_OUT_OF_RANGE, "cuda device %d does not exist (%d found)", index, b->count);
+    *caps = b->caps[index];
+    return DSRT_OK;
+}
+
+/* ---- devices ---- */
+
+static dsrt_status dsrt_cuda_device_open(void *bctx, int index, void **dctx)
+{
+    dsrt_cuda_device *d = calloc(1, sizeof *d);
+    if (!d) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory opening cuda:%d", index);
+    d->index = index;
+    dsrt_status st = dsrt_cuda_check(cudaSetDevice(index), "cudaSetDevice");
+    struct cudaDeviceProp p;
+    if (!st) st = dsrt_cuda_check(cudaGetDeviceProperties(&p, index), "cudaGetDeviceProperties");
+    if (!st) {
+        d->sm_count = p.multiProcessorCount;
+        d->cc_major = p.major;
+        d->cc_minor = p.minor;
+        d->smem_optin = (int)(p.sharedMemPerBlockOptin ? p.sharedMemPerBlockOptin : p.sharedMemPerBlock);
+        d->warp_size = p.warpSize;
+        st = dsrt_cuda_check(cudaStreamCreateWithFlags(&d->alloc_stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    }
+    if (!st) st = dsrt_cuda_check(cudaDeviceGetDefaultMemPool(&d->pool, index), "cudaDeviceGetDefaultMemPool");
+    if (!st) {
+        /* keep freed memory in the pool: model-sized buffers come and go with reloads */
+        uint64_t keep = UINT64_MAX;
+        st = dsrt_cuda_check(cudaMemPoolSetAttribute(d->pool, cudaMemPoolAttrReleaseThreshold, &keep),
+                             "cudaMemPoolSetAttribute");
+    }
+    if (!st)
+        st = dsrt_cuda_check(cudaHostAlloc((void **)&d->err_host, sizeof(unsigned), cudaHostAllocMapped),
+                             "cudaHostAlloc (error word)");
+    if (!st) {
+        *d->err_host = 0;
+        st = dsrt_cuda_check(cudaHostGetDevicePointer((void **)&d->err_dev, d->err_host, 0), "cudaHostGetDevicePointer");
+    }
+    if (st) {
+        if (d->err_host) cudaFreeHost(d->err_host);
+        if (d->alloc_stream) cudaStreamDestroy(d->alloc_stream);
+        free(d);
+        return dsrt_status_wrap(st, "opening cuda:%d: ", index);
+    }
+    d->use_mma = d->cc_major >= 8 && !getenv("DSRT_CUDA_NO_MMA");
+    const char *m = getenv("DSRT_CUDA_FP8_GEMM");
+    d->fp8_mode = DSRT_GPU_FP8_AUTO;
+    if (m && strcmp(m, "library") == 0) d->fp8_mode = DSRT_GPU_FP8_LIBRARY;
+    if (m && strcmp(m, "own") == 0) d->fp8_mode = DSRT_GPU_FP8_OWN;
+    if (m && strcmp(m, "simt") == 0) {
+        d->fp8_mode = DSRT_GPU_FP8_OWN;
+        d->fp8_simt = true;
+    }
+    (void)bctx;
+    *dctx = d;
+    return DSRT_OK;
+}
+
+static void dsrt_cuda_device_close(void *dctx)
+{
+    dsrt_cuda_device *d = dctx;
+    cudaSetDevice(d->index);
+    cudaStreamSynchronize(d->alloc_stream);
+    cudaStreamDestroy(d->alloc_stream);
+    cudaFreeHost(d->err_host);
+    free(d);
+}
+
+int dsrt_cuda_device_of(void *dctx) { return ((dsrt_cuda_device *)dctx)->index; }
+
+/* ---- memory ---- */
+
+static dsrt_status dsrt_cuda_buffer_alloc(void *dctx, size_t bytes, void **handle, void **host_ptr)
+{
+    dsrt_cuda_device *d = dctx;
+    *host_ptr = NULL;
+    DSRT_CUDA_TRY(cudaSetDevice(d->index), "cudaSetDevice");
+    void *p = NULL;
+    cudaError_t e = cudaMallocFromPoolAsync(&p, bytes, d->pool, d->alloc_stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(d->alloc_stream);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "cuda:%d: cannot allocate %zu bytes: %s (%zu of %zu bytes free)",
+                          d->index, bytes, cudaGetErrorString(e), fr, tot);
+    }
+    *handle = p; /* a buffer's handle is its device address */
+    return DSRT_OK;
+}
+
+static void dsrt_cuda_buffer_free(void *dctx, void *handle)
+{
+    dsrt_cuda_device *d = dctx;
+    if (!handle) return;
+    cudaSetDevice(d->index);
+    /* cudaFree waits for the device first: work still reading the buffer on any stream finishes */
+    if (cudaFree(handle) != cudaSuccess) cudaGetLastError();
+}
+
+/* ---- streams ---- */
+
+static dsrt_status dsrt_cuda_stream_create(void *dctx, void **sctx)
+{
+    dsrt_cuda_device *d = dctx;
+    DSRT_CUDA_TRY(cudaSetDevice(d->index), "cudaSetDevice");
+    dsrt_cuda_stream *s = calloc(1, sizeof *s);
+    if (!s) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory for a stream on cuda:%d", d->index);
+    s->dev = d;
+    dsrt_status st = dsrt_cuda_check(cudaStreamCreateWithFlags(&s->s, cudaStreamNonBlocking), "cudaStreamCreate");
+    if (st) {
+        free(s);
+        return st;
+    }
+    *sctx = s;
+    return DSRT_OK;
+}
+
+static void dsrt_cuda_free_blocks(dsrt_cuda_block *b)
+{
+    while (b) {
+        dsrt_cuda_block *n = b->next;
+        cudaFree(b->ptr);
+        free(b);
+        b = n;
+    }
+}
+
+static void dsrt_cuda_stream_destroy(void *sctx)
+{
+    dsrt_cuda_stream *s = sctx;
+    cudaSetDevice(s->dev->index);
+    cudaStreamSynchronize(s->s);
+    if (s->capturing) {
+        cudaGraph_t g = NULL;
+        if (cudaStreamEndCapture(s->s, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+        cudaGetLastError();
+    }
+    dsrt_cuda_lt_release(s);
+    if (s->scratch) cudaFree(s->scratch);
+    dsrt_cuda_free_blocks(s->retired);
+    dsrt_cuda_free_blocks(s->capture_blocks);
+    for (int i = 0; i < 2; i++) {
+        if (s->stage[i]) cudaFreeHost(s->stage[i]);
+        if (s->stage_ev[i]) cudaEventDestroy(s->stage_ev[i]);
+    }
+    cudaStreamDestroy(s->s);
+    dsrt_status_free(s->scratch_err);
+    cudaGetLastError();
+    free(s);
+}
+
+cudaStream_t dsrt_cuda_stream_of(void *sctx) { return ((dsrt_cuda_stream *)sctx)->s; }
+
+static const char *dsrt_cuda_err_text(unsigned bits)
+{
+    if (bits & DSRT_GPU_ERR_GROUP_OFFSETS)
+        return "linear_grouped: offsets are not non-decreasing within 0..R (the op wrote nothing)";
+    return "a kernel reported bad data";
+}
+
+static dsrt_status dsrt_cuda_stream_sync(void *sctx)
+{
+    dsrt_cuda_stream *s = sctx;
+    DSRT_CUDA_TRY(cudaSetDevice(s->dev->index), "cudaSetDevice");
+    cudaError_t e = cudaStreamSynchronize(s->s);
+    if (e != cudaSuccess)
+        return dsrt_error(DSRT_CODE_DEVICE, "cuda:%d: work on a stream failed: %s (%s)", s->dev->index,
+                          cudaGetErrorString(e), cudaGetErrorName(e));
+    unsigned bits = __atomic_exchange_n(s->dev->err_host, 0u, __ATOMIC_ACQ_REL);
+    if (bits) return dsrt_error(DSRT_CODE_OUT_OF_RANGE, "cuda:%d: %s", s->dev->index, dsrt_cuda_err_text(bits));
+    if (s->scratch_err) {
+        dsrt_status st = s->scratch_err;
+        s->scratch_err = NULL;
+        return st;
+    }
+    return DSRT_OK;
+}
+
+/* ---- scratch ---- */
+
+static size_t dsrt_round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+dsrt_status dsrt_cuda_scratch(void *user, size_t bytes, void **ptr)
+{
+    dsrt_cuda_stream *s = user;
+    size_t need = dsrt_round_up(bytes ? bytes : 1, 256);
+    if (s->capturing) {
+        /* the graph owns what its kernels use; nothing stream-ordered is recorded */
+        dsrt_cuda_block *b = calloc(1, sizeof *b);
+        if (!b) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory for graph scratch");
+        cudaError_t e = cudaMalloc(&b->ptr, need);
+        if (e != cudaSuccess) {
+            free(b);
+            return dsrt_cuda_check(e, "cudaMalloc (graph scratch)");
+        }
+        b->size = need;
+        b->next = s->capture_blocks;
+        s->capture_blocks = b;
+        *ptr = b->ptr;
+        return DSRT_OK;
+    }
+    size_t at = dsrt_round_up(s->scratch_used, 256);
+    if (s->scratch && at + need <= s->scratch_size) {
+        *ptr = (char *)s->scratch + at;
+        s->scratch_used = at + need;
+        return DSRT_OK;
+    }
+    size_t nsize = s->scratch_size * 2;
+    if (nsize < 2 * need) nsize = 2 * need;
+    if (nsize < (16u << 20)) nsize = 16u << 20;
+    if (s->scratch) { /* earlier pieces of this op stay valid until the next op frees the block */
+        dsrt_cuda_block *b = calloc(1, sizeof *b);
+        if (!b) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory for a scratch record");
+        b->ptr = s->scratch;
+        b->size = s->scratch_size;
+        b->next = s->retired;
+        s->retired = b;
+        s->scratch = NULL;
+        s->scratch_size = 0;
+    }
+    void *p = NULL;
+    cudaError_t e = cudaMallocFromPoolAsync(&p, nsize, s->dev->pool, s->s);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "cuda:%d: cannot allocate %zu bytes of scratch: %s",
+                          s->dev->index, nsize, cudaGetErrorString(e));
+    }
+    s->scratch = p;
+    s->scratch_size = nsize;
+    s->scratch_used = need;
+    *ptr = p;
+    return DSRT_OK;
+}
+
+/* Called before each op: frees (in stream order) scratch blocks outgrown by earlier ops. */
+static void dsrt_cuda_begin_op(dsrt_cuda_stream *s)
+{
+    if (!s->capturing) {
+        while (s->retired) {
+            dsrt_cuda_block *b = s->retired;
+            s->retired = b->next;
+            if (cudaFreeAsync(b->ptr, s->s) != cudaSuccess) cudaGetLastError();
+            free(b);
+        }
+    }
+    s->scratch_used = 0;
+}
+
+void dsrt_cuda_ctx(dsrt_cuda_stream *s, dsrt_gpu_ctx *c)
+{
+    memset(c, 0, sizeof *c);
+    c->stream = s->s;
+    c->device = s->dev->index;
+    c->sm_count = s->dev->sm_count;
+    c->cc_major = s->dev->cc_major;
+    c->cc_minor = s->dev->cc_minor;
+    c->smem_optin = s->dev->smem_optin;
+    c->warp_size = s->dev->warp_size;
+    c->use_mma = s->dev->use_mma;
+    c->err = s->dev->err_dev;
+    c->scratch = dsrt_cuda_scratch;
+    c->scratch_user = s;
+}
+
+/* ---- transfers ---- */
+
+static bool dsrt_cuda_is_pinned(const void *p)
+{
+    struct cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return a.type == cudaMemoryTypeHost;
+}
+
+static dsrt_status dsrt_cuda_stage_ready(dsrt_cuda_stream *s, int i)
+{
+    if (!s->stage[i]) {
+        DSRT_CUDA_TRY(cudaHostAlloc(&s->stage[i], DSRT_CUDA_STAGE_BYTES, cudaHostAllocDefault), "cudaHostAlloc (staging)");
+        DSRT_CUDA_TRY(cudaEventCreateWithFlags(&s->stage_ev[i], cudaEventDisableTiming), "cudaEventCreate (staging)");
+        s->stage_used[i] = false;
+    }
+    if (s->stage_used[i]) DSRT_CUDA_TRY(cudaEventSynchronize(s->stage_ev[i]), "waiting for a staging buffer");
+    return DSRT_OK;
+}
+
+/* Small copies and pinned memory go straight; large pageable copies go through two pinned staging
+ * buffers so the copy engine streams at full rate and the call returns once the data is staged. */
+static dsrt_status dsrt_cuda_write(void *sctx, void *dst, size_t off, const void *src, size_t bytes)
+{
+    dsrt_cuda_stream *s = sctx;
+    DSRT_CUDA_TRY(cudaSetDevice(s->dev->index), "cudaSetDevice");
+    char *d = (char *)dst + off;
+    if (s->capturing || bytes <= (64u << 10) || dsrt_cuda_is_pinned(src))
+        return dsrt_cuda_check(cudaMemcpyAsync(d, src, bytes, cudaMemcpyHostToDevice, s->s), "cudaMemcpyAsync (write)");
+    for (size_t done = 0; done < bytes;) {
+        int i = s->stage_next;
+        s->stage_next ^= 1;
+        DSRT_TRY(dsrt_cuda_stage_ready(s, i));
+        size_t n = bytes - done < DSRT_CUDA_STAGE_BYTES ? bytes - done : DSRT_CUDA_STAGE_BYTES;
+        memcpy(s->stage[i], (const char *)src + done, n);
+        DSRT_CUDA_TRY(cudaMemcpyAsync(d + done, s->stage[i], n, cudaMemcpyHostToDevice, s->s), "cudaMemcpyAsync (write)");
+        DSRT_CUDA_TRY(cudaEventRecord(s->stage_ev[i], s->s), "cudaEventRecord (staging)");
+        s->stage_used[i] = true;
+        done += n;
+    }
+    return DSRT_OK;
+}
+
+/* Reads into pageable memory complete before returning (the data must be copied out of staging). */
+static dsrt_status dsrt_cuda_read(void *sctx, void *src, size_t off, void *dst, size_t bytes)
+{
+    dsrt_cuda_stream *s = sctx;
+    DSRT_CUDA_TRY(cudaSetDevice(s->dev->index), "cudaSetDevice");
+    const char *sp = (const char *)src + off;
+    if (s->capturing || dsrt_cuda_is_pinned(dst))
+        return dsrt_cuda_check(cudaMemcpyAsync(dst, sp, bytes, cudaMemcpyDeviceToHost, s->s), "cudaMemcpyAsync (read)");
+    size_t pend_off[2] = {0, 0}, pend_n[2] = {0, 0};
+    bool pend[2] = {false, false};
+    for (size_t done = 0; done < bytes || pend[0] || pend[1];) {
+        int i = s->stage_next;
+        if (pend[i]) { /* drain the older chunk of this buffer */
+            DSRT_CUDA_TRY(cudaEventSynchronize(s->stage_ev[i]), "waiting for a read");
+            memcpy((char *)dst + pend_off[i], s->stage[i], pend_n[i]);
+            pend[i] = false;
+            s->stage_used[i] = false;
+        }
+        if (done < bytes) {
+            DSRT_TRY(dsrt_cuda_stage_ready(s, i));
+            size_t n = bytes - done < DSRT_CUDA_STAGE_BYTES ? bytes - done : DSRT_CUDA_STAGE_BYTES;
+            DSRT_CUDA_TRY(cudaMemcpyAsync(s->stage[i], sp + done, n, cudaMemcpyDeviceToHost, s->s), "cudaMemcpyAsync (read)");
+            DSRT_CUDA_TRY(cudaEventRecord(s->stage_ev[i], s->s), "cudaEventRecord (staging)");
+            s->stage_used[i] = true;
+            pend[i] = true;
+            pend_off[i] = done;
+            pend_n[i] = n;
+            done += n;
+        }
+        s->stage_next ^= 1;
+    }
+    return DSRT_OK;
+}
+
+static dsrt_status dsrt_cuda_copy(void *sctx, void *src, size_t soff, void *dst, size_t doff, size_t bytes)
+{
+    dsrt_cuda_stream *s = sctx;
+    DSRT_CUDA_TRY(cudaSetDevice(s->dev->index), "cudaSetDevice");
+    return dsrt_cuda_check(cudaMemcpyAsync((char *)dst + doff, (const char *)src + soff, bytes, cudaMemcpyDeviceToDevice, s->s),
+                           "cudaMemcpyAsync (copy)");
+}
+
+static dsrt_status dsrt_cuda_fill(void *sctx, void *dst, size_t off, size_t bytes, const void *pattern, size_t psize)
+{
+    dsrt_cuda_stream *s = sctx;
+    DSRT_CUDA_TRY(cudaSetDevice(s->dev->index), "cudaSetDevice");
+    uint32_t pat = 0;
+    memcpy(&pat, pattern, psize);
+    if (psize == 1) return dsrt_cuda_check(cudaMemsetAsync((char *)dst + off, (int)(pat & 0xff), bytes, s->s), "cudaMemsetAsync");
+    dsrt_gpu_ctx c;
+    dsrt_cuda_ctx(s, &c);
+    return dsrt_gpu_fill(&c, (char *)dst + off, bytes, pat, (int)psize);
+}
+
+/* ---- events ---- */
+
+static dsrt_status dsrt_cuda_event_create(void *dctx, void **ectx)
+{
+    dsrt_cuda_device *d = dctx;
+    DSRT_CUDA_TRY(cudaSetDevice(d->index), "cudaSetDevice");
+    cudaEvent_t e;
+    DSRT_CUDA_TRY(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+    *ectx = e;
+    return DSRT_OK;
+}
+
+static void dsrt_cuda_event_destroy(void *ectx)
+{
+    if (ectx) cudaEventDestroy((cudaEvent_t)ectx);
+}
+
+static dsrt_status dsrt_cuda_event_record(void *ectx, void *sctx)
+{
+    return dsrt_cuda_check(cudaEventRecord((cudaEvent_t)ectx, ((dsrt_cuda_stream *)sctx)->s), "cudaEventRecord");
+}
+
+static dsrt_status dsrt_cuda_stream_wait_event(void *sctx, void *ectx)
+{
+    return dsrt_cuda_check(cudaStreamWaitEvent(((dsrt_cuda_stream *)sctx)->s, (cudaEvent_t)ectx, 0), "cudaStreamWaitEvent");
+}
+
+static dsrt_status dsrt_cuda_event_sync(void *ectx)
+{
+    return dsrt_cuda_check(cudaEventSynchronize((cudaEvent_t)ectx), "cudaEventSynchronize");
+}
+
+static dsrt_status dsrt_cuda_event_query(void *ectx, bool *done)
+{
+    cudaError_t e = cudaEventQuery((cudaEvent_t)ectx);
+    if (e == cudaErrorNotReady) {
+        cudaGetLastError();
+        *done = false;
+        return DSRT_OK;
+    }
+    *done = e == cudaSuccess;
+    return dsrt_cuda_check(e, "cudaEventQuery");
+}
+
+/* ---- graphs ---- */
+
+static dsrt_status dsrt_cuda_begin_capture(void *sctx)
+{
+    dsrt_cuda_stream *s = sctx;
+    DSRT_CUDA_TRY(cudaSetDevice(s->dev->index), "cudaSetDevice");
+    /* relaxed: scratch for captured ops is allocated (not captured) while capturing */
+    DSRT_CUDA_TRY(cudaStreamBeginCapture(s->s, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
+    s->capturing = true;
+    s->capture_blocks = NULL;
+    return DSRT_OK;
+}
+
+static dsrt_status dsrt_cuda_end_capture(void *sctx, void **gctx)
+{
+    dsrt_cuda_stream *s = sctx;
+    s->capturing = false;
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(s->s, &graph);
+    dsrt_cuda_block *blocks = s->capture_blocks;
+    s->capture_blocks = NULL;
+    if (e != cudaSuccess) {
+        dsrt_cuda_free_blocks(blocks);
+        return dsrt_cuda_check(e, "cudaStreamEndCapture (an op in the capture failed or was not capturable)");
+    }
+    dsrt_cuda_graph *g = calloc(1, sizeof *g);
+    if (!g) {
+        cudaGraphDestroy(graph);
+        dsrt_cuda_free_blocks(blocks);
+        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory for a graph");
+    }
+    g->graph = graph;
+    g->blocks = blocks;
+    g->device = s->dev->index;
+    e = cudaGraphInstantiate(&g->exec, graph, 0);
+    if (e != cudaSuccess) {
+        cudaGraphDestroy(graph);
+        dsrt_cuda_free_blocks(blocks);
+        free(g);
+        return dsrt_cuda_check(e, "cudaGraphInstantiate");
+    }
+    *gctx = g;
+    return DSRT_OK;
+}
+
+static dsrt_status dsrt_cuda_graph_launch(void *gctx, void *sctx)
+{
+    dsrt_cuda_graph *g = gctx;
+    dsrt_cuda_stream *s = sctx;
+    DSRT_CUDA_TRY(cudaSetDevice(s->dev->index), "cudaSetDevice");
+    return dsrt_cuda_check(cudaGraphLaunch(g->exec, s->s), "cudaGraphLaunch");
+}
+
+static void dsrt_cuda_graph_destroy(void *gctx)
+{
+    dsrt_cuda_graph *g = gctx;
+    if (!g) return;
+    cudaSetDevice(g->device);
+    cudaGraphExecDestroy(g->exec);
+    cudaGraphDestroy(g->graph);
+    dsrt_cuda_free_blocks(g->blocks);
+    free(g);
+}
+
+/* ---- ops ---- */
+
+static bool dsrt_cuda_supports(void *dctx, const dsrt_op *op, char *why, size_t why_len)
+{
+    dsrt_cuda_device *d = dctx;
+    size_t optin = (size_t)d->smem_optin;
+    const dsrt_tensor *x = &op->in[0];
+    switch (op->kind) {
+    case DSRT_OP_CONVERT:
+        if (x->scale.buf && x->ndim > 3) {
+            snprintf(why, why_len, "scaled tensors of rank > 3");
+            return false;
+        }
+        return true;
+    case DSRT_OP_RMS_NORM:
+    case DSRT_OP_LAYER_NORM:
+        if ((size_t)x->shape[1] * 4 > optin) {
+            snprintf(why, why_len, "rows of %lld values exceed shared memory (%zu bytes)", (long long)x->shape[1], optin);
+            return false;
+        }
+        return true;
+    case DSRT_OP_HADAMARD:
+        if ((size_t)x->shape[1] * 4 > optin) {
+            snprintf(why, why_len, "width %lld exceeds shared memory", (long long)x->shape[1]);
+            return false;
+        }
+        return true;
+    case DSRT_OP_MLA_DECODE:
+    case DSRT_OP_MLA_PREFILL: {
+        const dsrt_tensor *idx = &op->in[6];
+        if (idx->buf) {
+            size_t p2 = 1;
+            while (p2 < (size_t)idx->shape[1]) p2 <<= 1;
+            if (p2 * 4 > optin) {
+                snprintf(why, why_len, "%lld selected positions per row exceed shared memory", (long long)idx->shape[1]);
+                return false;
+            }
+        }
+        size_t w = op->kind == DSRT_OP_MLA_DECODE ? (size_t)(2 * x->shape[2] + op->in[1].shape[2])
+                                                  : (size_t)(x->shape[2] + op->in[3].shape[2]);
+        if (w * 4 > optin) {
+            snprintf(why, why_len, "head widths exceed shared memory");
+            return false;
+        }
+        return true;
+    }
+    case DSRT_OP_INDEXER_SCORES: {
+        size_t hd = (size_t)(x->shape[1] * x->shape[2] + 2 * x->shape[1] * ((x->shape[2] + 127) / 128 + 1));
+        if (hd * 4 > optin) {
+            snprintf(why, why_len, "%lld heads of %lld values exceed shared memory", (long long)x->shape[1],
+                     (long long)x->shape[2]);
+            return false;
+        }
+        if (x->shape[0] > 65535) {
+            snprintf(why, why_len, "more than 65535 query rows");
+            return false;
+        }
+        return true;
+    }
+    case DSRT_OP_TOPK: {
+        size_t p2 = 1;
+        while (p2 < (size_t)op->p.k) p2 <<= 1;
+        if (p2 * 8 > optin) {
+            snprintf(why, why_len, "k = %d exceeds shared memory", op->p.k);
+            return false;
+        }
+        return true;
+    }
+    case DSRT_OP_MOE_GATE:
+        if ((size_t)(2 * x->shape[1] + 2 * op->p.n_group) * 4 > 48 * 1024) {
+            snprintf(why, why_len, "%lld experts exceed shared memory", (long long)x->shape[1]);
+            return false;
+        }
+        return true;
+    case DSRT_OP_MOE_DISPATCH:
+        if ((size_t)op->p.expert_count * 4 > 48 * 1024) {
+            snprintf(why, why_len, "%d local experts exceed shared memory", op->p.expert_count);
+            return false;
+        }
+        return true;
+    case DSRT_OP_MOE_COMBINE:
+        if (op->in[1].shape[1] > 64) {
+            snprintf(why, why_len, "more than 64 experts per token");
+            return false;
+        }
+        return true;
+    case DSRT_OP_SAMPLE:
+        if (op->p.temperature > 0 && x->shape[0] * x->shape[1] > 0x7fffffff) {
+            snprintf(why, why_len, "more than 2^31 logits in one call");
+            return false;
+        }
+        return true;
+    case DSRT_OP_HEAD_LINEAR:
+        if (x->shape[1] > 65535) {
+            snprintf(why, why_len, "more than 65535 heads");
+            return false;
+        }
+        return true;
+    case DSRT_OP_COUNT: break;
+    default: return true;
+    }
+    snprintf(why, why_len, "unknown op %d", (int)op->kind);
+    return false;
+}
+
+static dsrt_status dsrt_cuda_enqueue(void *sctx, const dsrt_op *op)
+{
+    dsrt_cuda_stream *s = sctx;
+    DSRT_CUDA_TRY(cudaSetDevice(s->dev->index), "cudaSetDevice");
+    dsrt_cuda_begin_op(s);
+    dsrt_gpu_ctx c;
+    dsrt_cuda_ctx(s, &c);
+    switch (op->kind) {
+    case DSRT_OP_CONVERT: return dsrt_gpu_convert(&c, op);
+    case DSRT_OP_EMBED: return dsrt_gpu_embed(&c, op);
+    case DSRT_OP_RMS_NORM: return dsrt_gpu_rms_norm(&c, op);
+    case DSRT_OP_LAYER_NORM: return dsrt_gpu_layer_norm(&c, op);
+    case DSRT_OP_ROPE: return dsrt_gpu_rope(&c, op);
+    case DSRT_OP_LINEAR:
+    case DSRT_OP_LINEAR_GROUPED: return dsrt_cuda_linear(s, &c, op);
+    case DSRT_OP_HEAD_LINEAR: return dsrt_cuda_head_linear(s, &c, op);
+    case DSRT_OP_SWIGLU: return dsrt_gpu_swiglu(&c, op);
+    case DSRT_OP_ADD: return dsrt_gpu_add(&c, op);
+    case DSRT_OP_ACT_QUANT: return dsrt_gpu_act_quant(&c, op);
+    case DSRT_OP_HADAMARD: return dsrt_gpu_hadamard(&c, op);
+    case DSRT_OP_CACHE_WRITE: return dsrt_gpu_cache_write(&c, op);
+    case DSRT_OP_MLA_PREFILL: return dsrt_gpu_mla_prefill(&c, op);
+    case DSRT_OP_MLA_DECODE: return dsrt_gpu_mla_decode(&c, op);
+    case DSRT_OP_INDEXER_SCORES: return dsrt_gpu_indexer_scores(&c, op);
+    case DSRT_OP_TOPK: return dsrt_gpu_topk(&c, op);
+    case DSRT_OP_MOE_GATE: return dsrt_gpu_moe_gate(&c, op);
+    case DSRT_OP_MOE_DISPATCH: return dsrt_gpu_moe_dispatch(&c, op);
+    case DSRT_OP_MOE_COMBINE: return dsrt_gpu_moe_combine(&c, op);
+    case DSRT_OP_SAMPLE: return dsrt_gpu_sample(&c, op);
+    case DSRT_OP_COUNT: break;
+    }
+    return dsrt_error(DSRT_CODE_INTERNAL, "cuda: op kind %d has no kernel", (int)op->kind);
+}
+
+static const dsrt_backend_vtable dsrt_cuda_vtable = {
+    .abi_version = DSRT_BACKEND_ABI_VERSION,
+    .struct_size = sizeof(dsrt_backend_vtable),
+    .name = "cuda",
+    .init = dsrt_cuda_init,
+    .deinit = dsrt_cuda_deinit,
+    .device_count = dsrt_cuda_device_count,
+    .device_caps = dsrt_cuda_device_caps,
+    .device_open = dsrt_cuda_device_open,
+    .device_close = dsrt_cuda_device_close,
+    .buffer_alloc = dsrt_cuda_buffer_alloc,
+    .buffer_free = dsrt_cuda_buffer_free,
+    .buffer_wrap_host = NULL,
+    .stream_create = dsrt_cuda_stream_create,
+    .stream_destroy = dsrt_cuda_stream_destroy,
+    .stream_sync = dsrt_cuda_stream_sync,
+    .write = dsrt_cuda_write,
+    .read = dsrt_cuda_read,
+    .copy = dsrt_cuda_copy,
+    .fill = dsrt_cuda_fill,
+    .event_create = dsrt_cuda_event_create,
+    .event_destroy = dsrt_cuda_event_destroy,
+    .event_record = dsrt_cuda_event_record,
+    .stream_wait_event = dsrt_cuda_stream_wait_event,
+    .event_sync = dsrt_cuda_event_sync,
+    .event_query = dsrt_cuda_event_query,
+    .supports_op = dsrt_cuda_supports,
+    .enqueue_op = dsrt_cuda_enqueue,
+    .begin_capture = dsrt_cuda_begin_capture,
+    .end_capture = dsrt_cuda_end_capture,
+    .graph_launch = dsrt_cuda_graph_launch,
+    .graph_destroy = dsrt_cuda_graph_destroy,
+};
+
+const dsrt_backend_vtable *dsrt_cuda_backend_vtable(void) { return &dsrt_cuda_vtable; }

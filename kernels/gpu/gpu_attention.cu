@@ -1,0 +1,764 @@
+/* GPU kernels for MLA attention: the expanded form (prefill) and the absorbed form over the paged
+ * latent cache (decode), dense or over DSA's selected positions.
+ *
+ * Two implementations of decode:
+ *  - k_mla_decode_tc (CUDA sm_80+, bf16 q, FP8 or bf16 cache, Dc 512 / Dr 64): one block per (query
+ *    row, 64 heads, split of the positions), tiles of 64 cached rows dequantized into shared memory,
+ *    Q.K^T and P.V on bf16 tensor cores (mma.sync m16n8k16), online softmax across tiles, splits
+ *    merged by k_mla_combine. Scores round exactly as ops.h says (bf16 of the latent and rope parts,
+ *    of their sum, of the scaled score); p is rounded to bf16 before the P.V product but is
+ *    normalized at the end (online softmax), where the reference normalizes before rounding: a
+ *    relative difference of about 2^-9 per probability (see docs/cuda.md).
+ *  - k_mla_decode_simt: any dtypes and widths, every rounding point of the reference, three passes
+ *    over the positions (max, sum, weighted sum). The portable path.
+ * Prefill uses the plain three-pass form (k_mla_prefill_simt).
+ * With indices, k_prep_positions first sorts each row's selected positions and drops invalid and
+ * repeated ones, as the reference does. */
+#include "gpu_common.cuh"
+#include "gpu_mma.cuh"
+
+#define NEG_INF (-__int_as_float(0x7f800000))
+
+/* ---- positions: sorted unique valid entries of indices[t] (0 <= p < kv_len[t]) ---- */
+static __global__ void k_prep_positions(dsrt_gpu_tensor idx, dsrt_gpu_tensor kv_len, int p2, int32_t *pos,
+                                        int32_t *cnt)
+{
+    extern __shared__ int32_t s_pos[];
+    __shared__ int red[64];
+    int64_t t = blockIdx.x, k = idx.shape[1];
+    int32_t len = gpu_i32(kv_len, t * kv_len.stride[0]);
+    for (int i = threadIdx.x; i < p2; i += blockDim.x) {
+        int32_t v = 0x7fffffff;
+        if (i < k) {
+            int32_t p = gpu_i32(idx, t * idx.stride[0] + i);
+            if (p >= 0 && p < len) v = p;
+        }
+        s_pos[i] = v;
+    }
+    __syncthreads();
+    for (int size = 2; size <= p2; size <<= 1)
+        for (int stride = size / 2; stride > 0; stride >>= 1) {
+            for (int i = threadIdx.x; i < p2 / 2; i += blockDim.x) {
+                int lo = 2 * stride * (i / stride) + (i % stride), hi = lo + stride;
+                bool up = (lo & size) == 0;
+                int32_t a = s_pos[lo], b = s_pos[hi];
+                if ((a > b) == up) {
+                    s_pos[lo] = b;
+                    s_pos[hi] = a;
+                }
+            }
+            __syncthreads();
+        }
+    int base = 0;
+    for (int i0 = 0; i0 < p2; i0 += blockDim.x) {
+        int i = i0 + threadIdx.x;
+        int32_t v = i < p2 ? s_pos[i] : 0x7fffffff;
+        int flag = v != 0x7fffffff && (i == 0 || s_pos[i - 1] != v);
+        int total;
+        int r = gpu_block_scan_flag(flag, red, &total);
+        if (flag) pos[t * k + base + r] = v;
+        base += total;
+    }
+    if (threadIdx.x == 0) cnt[t] = base;
+}
+
+/* Prepares positions when indices are given; *pos / *cnt stay NULL otherwise. */
+static dsrt_status prep_positions(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *idx, const dsrt_gpu_tensor *kv_len,
+                                  int64_t T, const char *op, int32_t **pos, int32_t **cnt)
+{
+    *pos = NULL;
+    *cnt = NULL;
+    if (!idx->p) return DSRT_OK;
+    int64_t k = idx->shape[1];
+    int p2 = 1;
+    while (p2 < k) p2 <<= 1;
+    if ((size_t)p2 * 4 > (size_t)c->smem_optin || p2 > (1 << 20))
+        return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: %lld selected positions per row exceed shared memory", op,
+                          (long long)k);
+    DSRT_TRY(gpu_scratch(c, sizeof(int32_t) * (size_t)(T * k + 1), (void **)pos));
+    DSRT_TRY(gpu_scratch(c, sizeof(int32_t) * (size_t)(T + 1), (void **)cnt));
+    size_t smem = (size_t)p2 * 4;
+    DSRT_TRY(gpu_smem_limit(c, (const void *)k_prep_positions, smem, op));
+    k_prep_positions<<<(unsigned)T, 1024, smem, gpu_stream(c)>>>(*idx, *kv_len, p2, *pos, *cnt);
+    GPU_CHECK_LAUNCH(op, "k_prep_positions");
+    return DSRT_OK;
+}
+
+/* Slot of position p of sequence seq, -1 when the block table or the cache does not cover it. */
+GPU_DEV int64_t gpu_slot_of(const dsrt_gpu_tensor &bt, int32_t seq, int32_t p, int page, int64_t S)
+{
+    if (seq < 0 || seq >= bt.shape[0] || p < 0) return -1;
+    int64_t pi = p / page;
+    if (pi >= bt.shape[1]) return -1;
+    int32_t pg = gpu_i32(bt, seq * bt.stride[0] + pi * bt.stride[1]);
+    if (pg < 0) return -1;
+    int64_t slot = (int64_t)pg * page + p % page;
+    return slot < S ? slot : -1;
+}
+
+/* Element i (< Dc + Dr) of cached row `slot` as f32: [c | k_pe] in the PLAIN or FP8 layout. */
+GPU_DEV float gpu_cache_elem(const dsrt_gpu_tensor &cache, int fmt, int64_t slot, int64_t Dc, int64_t i)
+{
+    if (fmt == DSRT_CACHE_PLAIN) return gpu_ld(cache.p, cache.dtype, slot * cache.stride[0] + i);
+    const uint8_t *row = (const uint8_t *)cache.p + slot * cache.stride[0];
+    int64_t nb = (Dc + 127) / 128;
+    if (i < Dc) {
+        const uint8_t *sp = row + Dc + 4 * (i / 128);
+        uint32_t sb = (uint32_t)sp[0] | ((uint32_t)sp[1] << 8) | ((uint32_t)sp[2] << 16) | ((uint32_t)sp[3] << 24);
+        return gpu_e4m3_to_f32(row[i]) * gpu_bits_f(sb);
+    }
+    const uint8_t *tp = row + Dc + 4 * nb + 2 * (i - Dc);
+    return gpu_bf16_to_f32((uint16_t)(tp[0] | (tp[1] << 8)));
+}
+
+/* ---- decode, plain cores: block per (head, row), three passes ---- */
+typedef struct dec_args {
+    dsrt_gpu_tensor ql, qp, cache, bt, row_seq, kv_len, o;
+    const int32_t *pos, *cnt;
+    int64_t pos_k;
+    int fmt, page;
+    float scale;
+} dec_args;
+
+GPU_DEV float dec_score(const dec_args &a, const float *q, int64_t slot, int64_t Dc, int64_t Dr, bool bf16)
+{
+    float sa = 0, sp = 0;
+    for (int64_t i = gpu_lane(); i < Dc; i += GPU_WARP_SIZE) sa += q[i] * gpu_cache_elem(a.cache, a.fmt, slot, Dc, i);
+    for (int64_t i = gpu_lane(); i < Dr; i += GPU_WARP_SIZE)
+        sp += q[Dc + i] * gpu_cache_elem(a.cache, a.fmt, slot, Dc, Dc + i);
+    sa = gpu_warp_sum(sa);
+    sp = gpu_warp_sum(sp);
+    if (bf16) return gpu_round_bf16(gpu_round_bf16(gpu_round_bf16(sa) + gpu_round_bf16(sp)) * a.scale);
+    return (sa + sp) * a.scale;
+}
+
+static __global__ void k_mla_decode_simt(dec_args a)
+{
+    extern __shared__ float dsm[]; /* q [Dc+Dr], acc [Dc] */
+    __shared__ float red[64];
+    __shared__ float pv[32];
+    __shared__ int64_t ps[32];
+    int64_t Dc = a.ql.shape[2], Dr = a.qp.shape[2], T = a.ql.shape[0], S = a.cache.shape[0];
+    int64_t h = blockIdx.x;
+    bool bf16 = a.ql.dtype == DSRT_BF16;
+    float *q = dsm, *acc = dsm + Dc + Dr;
+    for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
+        __syncthreads();
+        for (int64_t i = threadIdx.x; i < Dc; i += blockDim.x) {
+            q[i] = gpu_ld(a.ql.p, a.ql.dtype, t * a.ql.stride[0] + h * a.ql.stride[1] + i);
+            acc[i] = 0;
+        }
+        for (int64_t i = threadIdx.x; i < Dr; i += blockDim.x)
+            q[Dc + i] = gpu_ld(a.qp.p, a.qp.dtype, t * a.qp.stride[0] + h * a.qp.stride[1] + i);
+        __syncthreads();
+        int32_t seq = gpu_i32(a.row_seq, t * a.row_seq.stride[0]);
+        int32_t len = gpu_i32(a.kv_len, t * a.kv_len.stride[0]);
+        int64_t n = a.pos ? a.cnt[t] : (len > 0 ? len : 0);
+        /* pass 1: max */
+        float m = NEG_INF;
+        for (int64_t j = gpu_warp(); j < n; j += gpu_nwarps()) {
+            int32_t p = a.pos ? a.pos[t * a.pos_k + j] : (int32_t)j;
+            int64_t slot = gpu_slot_of(a.bt, seq, p, a.page, S);
+            if (slot < 0) continue;
+            m = fmaxf(m, dec_score(a, q, slot, Dc, Dr, bf16));
+        }
+        m = gpu_block_max(m, red);
+        /* pass 2: sum of exp */
+        float sum = 0;
+        if (m != NEG_INF)
+            for (int64_t j = gpu_warp(); j < n; j += gpu_nwarps()) {
+                int32_t p = a.pos ? a.pos[t * a.pos_k + j] : (int32_t)j;
+                int64_t slot = gpu_slot_of(a.bt, seq, p, a.page, S);
+                if (slot < 0) continue;
+                float s = dec_score(a, q, slot, Dc, Dr, bf16);
+                if (gpu_lane() == 0) sum += expf(s - m);
+            }
+        sum = gpu_block_sum(sum, red);
+        /* pass 3: o = sum_j p_j c_j in position order, 32 positions at a time */
+        if (m != NEG_INF)
+            for (int64_t j0 = 0; j0 < n; j0 += 32) {
+                for (int64_t i = gpu_warp(); i < 32; i += gpu_nwarps()) {
+                    int64_t j = j0 + i;
+                    float pj = 0;
+                    int64_t slot = -1;
+                    if (j < n) {
+                        int32_t p = a.pos ? a.pos[t * a.pos_k + j] : (int32_t)j;
+                        slot = gpu_slot_of(a.bt, seq, p, a.page, S);
+                        if (slot >= 0) {
+                            float s = dec_score(a, q, slot, Dc, Dr, bf16);
+                            pj = expf(s - m) / sum;
+                            if (bf16) pj = gpu_round_bf16(pj);
+                        }
+                    }
+                    if (gpu_lane() == 0) {
+                        pv[i] = pj;
+                        ps[i] = slot;
+                    }
+                }
+                __syncthreads();
+                for (int64_t d = threadIdx.x; d < Dc; d += blockDim.x) {
+                    float v = acc[d];
+                    for (int i = 0; i < 32; i++)
+                        if (ps[i] >= 0) v += pv[i] * gpu_cache_elem(a.cache, a.fmt, ps[i], Dc, d);
+                    acc[d] = v;
+                }
+                __syncthreads();
+            }
+        for (int64_t i = threadIdx.x; i < Dc; i += blockDim.x)
+            gpu_st(a.o.p, a.o.dtype, t * a.o.stride[0] + h * a.o.stride[1] + i, acc[i]);
+    }
+}
+
+/* ---- decode on tensor cores ---- */
+#define MD_HEADS 64
+#define MD_KEYS 64
+#define MD_DC 512
+#define MD_DR 64
+#define MD_W 576
+#define MD_PITCH 584 /* bf16 per shared row: 1168 bytes, rows land 16 bytes apart in the banks */
+#define MD_SPITCH 68 /* floats per score row */
+#define MD_FP8_ROW 656
+#define MD_SMEM_Q (MD_HEADS * MD_PITCH * 2)
+#define MD_SMEM_K (MD_KEYS * MD_PITCH * 2)
+#define MD_SMEM_S (MD_HEADS * MD_SPITCH * 4)
+#define MD_SMEM_STAGE (MD_KEYS * MD_FP8_ROW)
+#define MD_SMEM_FP8 (MD_SMEM_Q + MD_SMEM_K + MD_SMEM_S + MD_SMEM_STAGE + 2 * MD_KEYS * 8)
+#define MD_SMEM_BF16 (MD_SMEM_Q + MD_SMEM_K + MD_SMEM_S + 2 * MD_KEYS * 8)
+
+typedef struct tc_args {
+    dsrt_gpu_tensor ql, qp, cache, bt, row_seq, kv_len, o;
+    const int32_t *pos, *cnt;
+    int64_t pos_k;
+    int fmt, page;
+    float scale;
+    int64_t chunk; /* positions per split */
+    float *part_o; /* [splits][T][Hh][512] when split */
+    float2 *part_ml;
+} tc_args;
+
+#ifdef DSRT_GPU_HAVE_MMA
+/* Issues the copies of tile rows into shared memory: FP8 rows into the staging area, bf16 rows
+ * straight into the key tile. Missing rows are zero-filled. */
+GPU_DEV void md_issue_tile(const tc_args &a, const int64_t *slots, uint8_t *stage, uint16_t *Ks)
+{
+    int tid = threadIdx.x;
+    const uint8_t *base = (const uint8_t *)a.cache.p;
+    if (a.fmt == DSRT_CACHE_FP8) {
+        for (int id = tid; id < MD_KEYS * 41; id += blockDim.x) {
+            int r = id / 41, ch = id % 41;
+            int64_t slot = slots[r];
+            const uint8_t *src = base + (slot >= 0 ? slot : 0) * a.cache.stride[0] + ch * 16;
+            gpu_cp_async16(stage + r * MD_FP8_ROW + ch * 16, src, slot >= 0 ? 16 : 0);
+        }
+    } else {
+        for (int id = tid; id < MD_KEYS * 72; id += blockDim.x) {
+            int r = id / 72, ch = id % 72;
+            int64_t slot = slots[r];
+            const uint8_t *src = base + ((slot >= 0 ? slot : 0) * a.cache.stride[0]) * 2 + ch * 16;
+            gpu_cp_async16(Ks + r * MD_PITCH + ch * 8, src, slot >= 0 ? 16 : 0);
+        }
+    }
+}
+
+/* FP8 staging -> bf16 key tile: latent = e4m3 * scale (exact for power-of-two scales), rope copied. */
+GPU_DEV void md_dequant(const uint8_t *stage, uint16_t *Ks)
+{
+    int tid = threadIdx.x;
+    for (int id = tid; id < MD_KEYS * 64; id += blockDim.x) {
+        int r = id / 64, gi = id % 64;
+        const uint8_t *row = stage + r * MD_FP8_ROW;
+        uint2 raw = *(const uint2 *)(row + gi * 8);
+        float s = *(const float *)(row + MD_DC + 4 * (gi / 16));
+        float f[8];
+        gpu_e4m3x4_scaled(raw.x, s, f);
+        gpu_e4m3x4_scaled(raw.y, s, f + 4);
+        uint4 o;
+        o.x = gpu_pack_bf16x2(f[0], f[1]);
+        o.y = gpu_pack_bf16x2(f[2], f[3]);
+        o.z = gpu_pack_bf16x2(f[4], f[5]);
+        o.w = gpu_pack_bf16x2(f[6], f[7]);
+        *(uint4 *)(Ks + r * MD_PITCH + gi * 8) = o;
+    }
+    for (int id = tid; id < MD_KEYS * 8; id += blockDim.x) {
+        int r = id / 8, ci = id % 8;
+        *(uint4 *)(Ks + r * MD_PITCH + MD_DC + ci * 8) = *(const uint4 *)(stage + r * MD_FP8_ROW + MD_DC + 16 + ci * 16);
+    }
+}
+#endif
+
+static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
+{
+#ifdef DSRT_GPU_HAVE_MMA
+    extern __shared__ __align__(16) uint8_t md_smem[];
+    uint16_t *Qs = (uint16_t *)md_smem;
+    uint16_t *Ks = (uint16_t *)(md_smem + MD_SMEM_Q);
+    float *Ss = (float *)(md_smem + MD_SMEM_Q + MD_SMEM_K);
+    int64_t *slots = (int64_t *)(md_smem + MD_SMEM_Q + MD_SMEM_K + MD_SMEM_S);
+    uint8_t *stage = md_smem + MD_SMEM_Q + MD_SMEM_K + MD_SMEM_S + 2 * MD_KEYS * 8;
+
+    int64_t T = a.ql.shape[0], Hh = a.ql.shape[1], S = a.cache.shape[0];
+    int64_t t = blockIdx.x, h0 = (int64_t)blockIdx.y * MD_HEADS;
+    int sp = blockIdx.z;
+    int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, cq = lane % 4;
+    int hw = (warp % 4) * 16, kw = (warp / 4) * 32, dw = (warp / 4) * 256;
+
+    int32_t seq = gpu_i32(a.row_seq, t * a.row_seq.stride[0]);
+    int32_t len = gpu_i32(a.kv_len, t * a.kv_len.stride[0]);
+    int64_t n = a.pos ? a.cnt[t] : (len > 0 ? len : 0);
+    int64_t jb = (int64_t)sp * a.chunk, je = jb + a.chunk < n ? jb + a.chunk : n;
+
+    /* Q rows (latent then rope) for this head group; missing heads are zero. */
+    for (int id = tid; id < MD_HEADS * 72; id += blockDim.x) {
+        int r = id / 72, ch = id % 72;
+        int64_t h = h0 + r;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (h < Hh) {
+            const uint16_t *src = ch < 64 ? (const uint16_t *)a.ql.p + t * a.ql.stride[0] + h * a.ql.stride[1] + ch * 8
+                                          : (const uint16_t *)a.qp.p + t * a.qp.stride[0] + h * a.qp.stride[1] + (ch - 64) * 8;
+            v = *(const uint4 *)src;
+        }
+        *(uint4 *)(Qs + r * MD_PITCH + ch * 8) = v;
+    }
+
+    float acc[32][4];
+#pragma unroll
+    for (int i = 0; i < 32; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0;
+    /* softmax state of heads hw+g (m0, l0) and hw+g+8 (m8, l8); the four lanes of a quad hold copies */
+    float m0 = NEG_INF, l0 = 0, m8 = NEG_INF, l8 = 0;
+
+    int64_t ntiles = je > jb ? (je - jb + MD_KEYS - 1) / MD_KEYS : 0;
+    bool fp8 = a.fmt == DSRT_CACHE_FP8;
+    /* slots of tile 0 */
+    if (tid < MD_KEYS) {
+        int64_t j = jb + tid, slot = -1;
+        if (j < je) slot = gpu_slot_of(a.bt, seq, a.pos ? a.pos[t * a.pos_k + j] : (int32_t)j, a.page, S);
+        slots[tid] = slot;
+    }
+    __syncthreads();
+    if (ntiles > 0 && fp8) md_issue_tile(a, slots, stage, Ks);
+    gpu_cp_async_commit();
+
+    for (int64_t it = 0; it < ntiles; it++) {
+        int cur = (int)(it & 1), nxt = cur ^ 1;
+        int64_t j0 = jb + it * MD_KEYS;
+        int64_t *sl = slots + cur * MD_KEYS;
+        if (!fp8) {
+            md_issue_tile(a, sl, stage, Ks);
+            gpu_cp_async_commit();
+        }
+        gpu_cp_async_wait<0>();
+        __syncthreads();
+        if (fp8) md_dequant(stage, Ks);
+        if (tid < MD_KEYS) {
+            int64_t j = j0 + MD_KEYS + tid, slot = -1;
+            if (it + 1 < ntiles && j < je)
+                slot = gpu_slot_of(a.bt, seq, a.pos ? a.pos[t * a.pos_k + j] : (int32_t)j, a.page, S);
+            slots[nxt * MD_KEYS + tid] = slot;
+        }
+        __syncthreads();
+        if (fp8 && it + 1 < ntiles) md_issue_tile(a, slots + nxt * MD_KEYS, stage, Ks);
+        gpu_cp_async_commit();
+
+        /* S = Q K^T for heads hw..+16, keys kw..+32: latent and rope parts apart */
+        float sl_lat[4][4], sl_pe[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) sl_lat[i][e] = sl_pe[i][e] = 0;
+        {
+            int mi = lane / 8, rr = lane % 8;
+            const uint16_t *qa = Qs + (hw + (mi % 2) * 8 + rr) * MD_PITCH + (mi / 2) * 8;
+            const uint16_t *kb0 = Ks + (kw + (mi / 2) * 8 + rr) * MD_PITCH + (mi % 2) * 8;
+            const uint16_t *kb1 = kb0 + 16 * MD_PITCH;
+#pragma unroll 4
+            for (int ks = 0; ks < 32; ks++) {
+                uint32_t af[4], b0[4], b1[4];
+                gpu_ldmatrix_x4(af, qa + ks * 16);
+                gpu_ldmatrix_x4(b0, kb0 + ks * 16);
+                gpu_ldmatrix_x4(b1, kb1 + ks * 16);
+                gpu_mma_bf16(sl_lat[0], af, b0);
+                gpu_mma_bf16(sl_lat[1], af, b0 + 2);
+                gpu_mma_bf16(sl_lat[2], af, b1);
+                gpu_mma_bf16(sl_lat[3], af, b1 + 2);
+            }
+#pragma unroll
+            for (int ks = 32; ks < 36; ks++) {
+                uint32_t af[4], b0[4], b1[4];
+                gpu_ldmatrix_x4(af, qa + ks * 16);
+                gpu_ldmatrix_x4(b0, kb0 + ks * 16);
+                gpu_ldmatrix_x4(b1, kb1 + ks * 16);
+                gpu_mma_bf16(sl_pe[0], af, b0);
+                gpu_mma_bf16(sl_pe[1], af, b0 + 2);
+                gpu_mma_bf16(sl_pe[2], af, b1);
+                gpu_mma_bf16(sl_pe[3], af, b1 + 2);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int hr = hw + g + (e >= 2 ? 8 : 0), key = kw + nt * 8 + 2 * cq + (e & 1);
+                bool ok = sl[key] >= 0 && h0 + hr < Hh;
+                float s = gpu_round_bf16_fast(
+                    gpu_round_bf16_fast(gpu_round_bf16_fast(sl_lat[nt][e]) + gpu_round_bf16_fast(sl_pe[nt][e])) * a.scale);
+                Ss[hr * MD_SPITCH + key] = ok ? s : NEG_INF;
+            }
+        __syncthreads();
+
+        /* Online softmax over the tile, straight from this thread's P fragment elements: rows hw+g and
+         * hw+g+8, keys ks*16 + 2cq + {0,1,8,9}; the quad's four lanes together hold a row's 64 keys. */
+        {
+            const float LOG2E = 1.4426950408889634f;
+            const float *s0 = Ss + (hw + g) * MD_SPITCH, *s8 = Ss + (hw + g + 8) * MD_SPITCH;
+            float2 v0[4][2], v8[4][2];
+            float x0 = NEG_INF, x8 = NEG_INF;
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    v0[ks][h] = *(const float2 *)(s0 + ks * 16 + 2 * cq + 8 * h);
+                    v8[ks][h] = *(const float2 *)(s8 + ks * 16 + 2 * cq + 8 * h);
+                    x0 = fmaxf(x0, fmaxf(v0[ks][h].x, v0[ks][h].y));
+                    x8 = fmaxf(x8, fmaxf(v8[ks][h].x, v8[ks][h].y));
+                }
+            x0 = fmaxf(x0, gpu_shfl_xor(x0, 1));
+            x0 = fmaxf(x0, gpu_shfl_xor(x0, 2));
+            x8 = fmaxf(x8, gpu_shfl_xor(x8, 1));
+            x8 = fmaxf(x8, gpu_shfl_xor(x8, 2));
+            float n0 = fmaxf(m0, x0), n8 = fmaxf(m8, x8);
+            float a0 = n0 == NEG_INF ? 1.0f : exp2f((m0 - n0) * LOG2E);
+            float a8 = n8 == NEG_INF ? 1.0f : exp2f((m8 - n8) * LOG2E);
+            float b0 = n0 == NEG_INF ? 0.0f : n0 * LOG2E, b8 = n8 == NEG_INF ? 0.0f : n8 * LOG2E;
+            uint32_t pf[4][4];
+            float sum0 = 0, sum8 = 0;
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) {
+                float p[2][4];
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    p[h][0] = exp2f(fmaf(v0[ks][h].x, LOG2E, -b0));
+                    p[h][1] = exp2f(fmaf(v0[ks][h].y, LOG2E, -b0));
+                    p[h][2] = exp2f(fmaf(v8[ks][h].x, LOG2E, -b8));
+                    p[h][3] = exp2f(fmaf(v8[ks][h].y, LOG2E, -b8));
+                    if (n0 == NEG_INF) p[h][0] = p[h][1] = 0.0f;
+                    if (n8 == NEG_INF) p[h][2] = p[h][3] = 0.0f;
+                    sum0 += p[h][0] + p[h][1];
+                    sum8 += p[h][2] + p[h][3];
+                }
+                pf[ks][0] = gpu_pack_bf16x2(p[0][0], p[0][1]); /* row g, keys 2cq.. */
+                pf[ks][1] = gpu_pack_bf16x2(p[0][2], p[0][3]); /* row g+8 */
+                pf[ks][2] = gpu_pack_bf16x2(p[1][0], p[1][1]); /* row g, keys 2cq+8.. */
+                pf[ks][3] = gpu_pack_bf16x2(p[1][2], p[1][3]); /* row g+8, keys 2cq+8.. */
+            }
+            sum0 += gpu_shfl_xor(sum0, 1);
+            sum0 += gpu_shfl_xor(sum0, 2);
+            sum8 += gpu_shfl_xor(sum8, 1);
+            sum8 += gpu_shfl_xor(sum8, 2);
+            l0 = l0 * a0 + sum0;
+            l8 = l8 * a8 + sum8;
+            m0 = n0;
+            m8 = n8;
+#pragma unroll
+            for (int i = 0; i < 32; i++) {
+                acc[i][0] *= a0;
+                acc[i][1] *= a0;
+                acc[i][2] *= a8;
+                acc[i][3] *= a8;
+            }
+            /* O += P V over the tile: V = the latent part of the key tile */
+            int mi = lane / 8, rr = lane % 8;
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) {
+                const uint16_t *vb = Ks + (ks * 16 + (mi % 2) * 8 + rr) * MD_PITCH + dw + (mi / 2) * 8;
+#pragma unroll
+                for (int np = 0; np < 16; np++) {
+                    uint32_t bf[4];
+                    gpu_ldmatrix_x4_trans(bf, vb + np * 16);
+                    gpu_mma_bf16(acc[2 * np], pf[ks], bf);
+                    gpu_mma_bf16(acc[2 * np + 1], pf[ks], bf + 2);
+                }
+            }
+        }
+        __syncthreads();
+    }
+    gpu_cp_async_wait<0>();
+
+    float lg = l0, lg8 = l8;
+    int64_t ha = h0 + hw + g, hb = ha + 8;
+    if (a.part_o) {
+        float *po = a.part_o + (((int64_t)sp * T + t) * Hh) * MD_DC;
+#pragma unroll
+        for (int i = 0; i < 32; i++) {
+            int d = dw + i * 8 + 2 * cq;
+            if (ha < Hh) *(float2 *)(po + ha * MD_DC + d) = make_float2(acc[i][0], acc[i][1]);
+            if (hb < Hh) *(float2 *)(po + hb * MD_DC + d) = make_float2(acc[i][2], acc[i][3]);
+        }
+        if (warp < 4 && cq == 0) {
+            if (ha < Hh) a.part_ml[((int64_t)sp * T + t) * Hh + ha] = make_float2(m0, l0);
+            if (hb < Hh) a.part_ml[((int64_t)sp * T + t) * Hh + hb] = make_float2(m8, l8);
+        }
+        return;
+    }
+    float ia = lg > 0 ? 1.0f / lg : 0.0f, ib = lg8 > 0 ? 1.0f / lg8 : 0.0f;
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        int d = dw + i * 8 + 2 * cq;
+        if (ha < Hh) {
+            int64_t off = t * a.o.stride[0] + ha * a.o.stride[1] + d;
+            gpu_st(a.o.p, a.o.dtype, off, acc[i][0] * ia);
+            gpu_st(a.o.p, a.o.dtype, off + 1, acc[i][1] * ia);
+        }
+        if (hb < Hh) {
+            int64_t off = t * a.o.stride[0] + hb * a.o.stride[1] + d;
+            gpu_st(a.o.p, a.o.dtype, off, acc[i][2] * ib);
+            gpu_st(a.o.p, a.o.dtype, off + 1, acc[i][3] * ib);
+        }
+    }
+#endif
+}
+
+/* Merges the splits of k_mla_decode_tc: o = sum_s O_s e^(m_s - M) / sum_s l_s e^(m_s - M). */
+static __global__ void k_mla_combine(const float *part_o, const float2 *part_ml, int splits, int64_t T, int64_t Hh,
+                                     dsrt_gpu_tensor o)
+{
+    int64_t th = blockIdx.x, t = th / Hh, h = th % Hh;
+    float M = NEG_INF;
+    for (int s = 0; s < splits; s++) M = fmaxf(M, part_ml[(s * T + t) * Hh + h].x);
+    float L = 0;
+    if (M != NEG_INF)
+        for (int s = 0; s < splits; s++) {
+            float2 ml = part_ml[(s * T + t) * Hh + h];
+            if (ml.x != NEG_INF) L += ml.y * expf(ml.x - M);
+        }
+    float inv = L > 0 ? 1.0f / L : 0.0f;
+    for (int d = threadIdx.x; d < MD_DC; d += blockDim.x) {
+        float v = 0;
+        if (M != NEG_INF)
+            for (int s = 0; s < splits; s++) {
+                float2 ml = part_ml[(s * T + t) * Hh + h];
+                if (ml.x != NEG_INF) v += part_o[((s * T + t) * Hh + h) * MD_DC + d] * expf(ml.x - M);
+            }
+        gpu_st(o.p, o.dtype, t * o.stride[0] + h * o.stride[1] + d, v * inv);
+    }
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* Whether the tensor-core decode takes this op (else the plain path runs). */
+static bool tc_decode_ok(const dsrt_gpu_ctx *c, const dsrt_op *op, const dsrt_gpu_tensor &ql, const dsrt_gpu_tensor &qp,
+                         const dsrt_gpu_tensor &cache)
+{
+    if (!c->use_mma || getenv("DSRT_CUDA_MLA_SIMT")) return false;
+    if (ql.dtype != DSRT_BF16 || qp.dtype != DSRT_BF16) return false;
+    if (ql.shape[2] != MD_DC || qp.shape[2] != MD_DR) return false;
+    if (ql.shape[0] > 0x7fffffff || ql.shape[1] > 64 * 65535) return false;
+    if (ql.stride[0] % 8 || ql.stride[1] % 8 || qp.stride[0] % 8 || qp.stride[1] % 8) return false;
+    if (!aligned16(ql.p) || !aligned16(qp.p) || !aligned16(cache.p)) return false;
+    if (op->p.format == DSRT_CACHE_FP8) {
+        if (cache.stride[0] % 16) return false;
+        if (c->smem_optin < MD_SMEM_FP8) return false;
+    } else {
+        if (cache.dtype != DSRT_BF16 || cache.stride[0] % 8) return false;
+        if (c->smem_optin < MD_SMEM_BF16) return false;
+    }
+    return true;
+}
+
+extern "C" dsrt_status dsrt_gpu_mla_decode(const dsrt_gpu_ctx *c, const dsrt_op *op)
+{
+    dsrt_gpu_tensor ql = dsrt_gpu_tensor_of(&op->in[0]), qp = dsrt_gpu_tensor_of(&op->in[1]),
+                    cache = dsrt_gpu_tensor_of(&op->in[2]), bt = dsrt_gpu_tensor_of(&op->in[3]),
+                    rs = dsrt_gpu_tensor_of(&op->in[4]), kl = dsrt_gpu_tensor_of(&op->in[5]),
+                    idx = dsrt_gpu_tensor_of(&op->in[6]), o = dsrt_gpu_tensor_of(&op->out[0]);
+    int64_t T = ql.shape[0], Hh = ql.shape[1], Dc = ql.shape[2], Dr = qp.shape[2];
+    if (T == 0 || Hh == 0) return DSRT_OK;
+    int32_t *pos, *cnt;
+    DSRT_TRY(prep_positions(c, &idx, &kl, T, "mla_decode", &pos, &cnt));
+    if (tc_decode_ok(c, op, ql, qp, cache)) {
+        tc_args a;
+        memset(&a, 0, sizeof a);
+        a.ql = ql;
+        a.qp = qp;
+        a.cache = cache;
+        a.bt = bt;
+        a.row_seq = rs;
+        a.kv_len = kl;
+        a.o = o;
+        a.pos = pos;
+        a.cnt = cnt;
+        a.pos_k = idx.p ? idx.shape[1] : 0;
+        a.fmt = (int)op->p.format;
+        a.page = op->p.page_size;
+        a.scale = op->p.scale;
+        /* Positions a row can have: the indices width, or what its block table covers. */
+        int64_t cap = idx.p ? idx.shape[1] : bt.shape[1] * (int64_t)op->p.page_size;
+        int64_t groups = (Hh + MD_HEADS - 1) / MD_HEADS, base = T * groups;
+        int64_t splits = 1;
+        if (base < c->sm_count) splits = c->sm_count / base;
+        int64_t max_splits = (cap + 4 * MD_KEYS - 1) / (4 * MD_KEYS); /* at least 4 tiles per split */
+        if (splits > max_splits) splits = max_splits;
+        if (splits < 1) splits = 1;
+        if (splits > 64) splits = 64;
+        a.chunk = ((cap + splits - 1) / splits + MD_KEYS - 1) / MD_KEYS * MD_KEYS;
+        if (a.chunk < MD_KEYS) a.chunk = MD_KEYS;
+        if (splits > 1) {
+            DSRT_TRY(gpu_scratch(c, sizeof(float) * (size_t)(splits * T * Hh * MD_DC), (void **)&a.part_o));
+            DSRT_TRY(gpu_scratch(c, sizeof(float2) * (size_t)(splits * T * Hh), (void **)&a.part_ml));
+        }
+        size_t smem = op->p.format == DSRT_CACHE_FP8 ? MD_SMEM_FP8 : MD_SMEM_BF16;
+        DSRT_TRY(gpu_smem_limit(c, (const void *)k_mla_decode_tc, smem, "mla_decode"));
+        dim3 grid((unsigned)T, (unsigned)groups, (unsigned)splits);
+        k_mla_decode_tc<<<grid, 256, smem, gpu_stream(c)>>>(a);
+        GPU_CHECK_LAUNCH("mla_decode", "k_mla_decode_tc");
+        if (splits > 1) {
+            k_mla_combine<<<(unsigned)(T * Hh), 128, 0, gpu_stream(c)>>>(a.part_o, a.part_ml, (int)splits, T, Hh, o);
+            GPU_CHECK_LAUNCH("mla_decode", "k_mla_combine");
+        }
+        return DSRT_OK;
+    }
+    dec_args a;
+    memset(&a, 0, sizeof a);
+    a.ql = ql;
+    a.qp = qp;
+    a.cache = cache;
+    a.bt = bt;
+    a.row_seq = rs;
+    a.kv_len = kl;
+    a.o = o;
+    a.pos = pos;
+    a.cnt = cnt;
+    a.pos_k = idx.p ? idx.shape[1] : 0;
+    a.fmt = (int)op->p.format;
+    a.page = op->p.page_size;
+    a.scale = op->p.scale;
+    size_t smem = sizeof(float) * (size_t)(2 * Dc + Dr);
+    DSRT_TRY(gpu_smem_limit(c, (const void *)k_mla_decode_simt, smem, "mla_decode"));
+    if (Hh > 0x7fffffff) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "mla_decode: too many heads");
+    dim3 grid((unsigned)Hh, (unsigned)(T < 65535 ? T : 65535));
+    k_mla_decode_simt<<<grid, 128, smem, gpu_stream(c)>>>(a);
+    GPU_CHECK_LAUNCH("mla_decode", "k_mla_decode_simt");
+    return DSRT_OK;
+}
+
+/* ---- prefill (expanded form), plain cores, three passes like the decode fallback ---- */
+typedef struct pre_args {
+    dsrt_gpu_tensor q, kn, kp, v, kv_start, kv_len, o;
+    const int32_t *pos, *cnt;
+    int64_t pos_k;
+    float scale;
+} pre_args;
+
+GPU_DEV float pre_score(const pre_args &a, const float *q, int64_t r, int64_t h, int64_t Dn, int64_t Dr, bool bf16)
+{
+    float s = 0;
+    for (int64_t i = gpu_lane(); i < Dn; i += GPU_WARP_SIZE)
+        s += q[i] * gpu_ld(a.kn.p, a.kn.dtype, r * a.kn.stride[0] + h * a.kn.stride[1] + i);
+    for (int64_t i = gpu_lane(); i < Dr; i += GPU_WARP_SIZE)
+        s += q[Dn + i] * gpu_ld(a.kp.p, a.kp.dtype, r * a.kp.stride[0] + i);
+    s = gpu_warp_sum(s);
+    return bf16 ? gpu_round_bf16(gpu_round_bf16(s) * a.scale) : s * a.scale;
+}
+
+/* Key row of attended entry j of row t, -1 when outside the key tensor. */
+GPU_DEV int64_t pre_row(const pre_args &a, int64_t t, int64_t j, int32_t base, int64_t L)
+{
+    int32_t p = a.pos ? a.pos[t * a.pos_k + j] : (int32_t)j;
+    int64_t r = (int64_t)base + p;
+    return (r >= 0 && r < L) ? r : -1;
+}
+
+static __global__ void k_mla_prefill_simt(pre_args a)
+{
+    extern __shared__ float psm[]; /* q [Dq], acc [Dv] */
+    __shared__ float red[64];
+    __shared__ float pv[32];
+    __shared__ int64_t pr[32];
+    int64_t Dq = a.q.shape[2], Dn = a.kn.shape[2], Dr = a.kp.shape[1], Dv = a.v.shape[2];
+    int64_t T = a.q.shape[0], L = a.kn.shape[0];
+    int64_t h = blockIdx.x;
+    bool bf16 = a.q.dtype == DSRT_BF16;
+    float *q = psm, *acc = psm + Dq;
+    for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
+        __syncthreads();
+        for (int64_t i = threadIdx.x; i < Dq; i += blockDim.x)
+            q[i] = gpu_ld(a.q.p, a.q.dtype, t * a.q.stride[0] + h * a.q.stride[1] + i);
+        for (int64_t i = threadIdx.x; i < Dv; i += blockDim.x) acc[i] = 0;
+        __syncthreads();
+        int32_t base = gpu_i32(a.kv_start, t * a.kv_start.stride[0]);
+        int32_t len = gpu_i32(a.kv_len, t * a.kv_len.stride[0]);
+        int64_t n = a.pos ? a.cnt[t] : (len > 0 ? (len < L ? len : L) : 0);
+        float m = NEG_INF;
+        for (int64_t j = gpu_warp(); j < n; j += gpu_nwarps()) {
+            int64_t r = pre_row(a, t, j, base, L);
+            if (r < 0) continue;
+            m = fmaxf(m, pre_score(a, q, r, h, Dn, Dr, bf16));
+        }
+        m = gpu_block_max(m, red);
+        float sum = 0;
+        if (m != NEG_INF)
+            for (int64_t j = gpu_warp(); j < n; j += gpu_nwarps()) {
+                int64_t r = pre_row(a, t, j, base, L);
+                if (r < 0) continue;
+                float s = pre_score(a, q, r, h, Dn, Dr, bf16);
+                if (gpu_lane() == 0) sum += expf(s - m);
+            }
+        sum = gpu_block_sum(sum, red);
+        if (m != NEG_INF)
+            for (int64_t j0 = 0; j0 < n; j0 += 32) {
+                for (int64_t i = gpu_warp(); i < 32; i += gpu_nwarps()) {
+                    int64_t j = j0 + i, r = -1;
+                    float pj = 0;
+                    if (j < n) {
+                        r = pre_row(a, t, j, base, L);
+                        if (r >= 0) {
+                            pj = expf(pre_score(a, q, r, h, Dn, Dr, bf16) - m) / sum;
+                            if (bf16) pj = gpu_round_bf16(pj);
+                        }
+                    }
+                    if (gpu_lane() == 0) {
+                        pv[i] = pj;
+                        pr[i] = r;
+                    }
+                }
+                __syncthreads();
+                for (int64_t d = threadIdx.x; d < Dv; d += blockDim.x) {
+                    float v = acc[d];
+                    for (int i = 0; i < 32; i++)
+                        if (pr[i] >= 0) v += pv[i] * gpu_ld(a.v.p, a.v.dtype, pr[i] * a.v.stride[0] + h * a.v.stride[1] + d);
+                    acc[d] = v;
+                }
+                __syncthreads();
+            }
+        for (int64_t i = threadIdx.x; i < Dv; i += blockDim.x)
+            gpu_st(a.o.p, a.o.dtype, t * a.o.stride[0] + h * a.o.stride[1] + i, acc[i]);
+    }
+}
+
+extern "C" dsrt_status dsrt_gpu_mla_prefill(const dsrt_gpu_ctx *c, const dsrt_op *op)
+{
+    pre_args a;
+    memset(&a, 0, sizeof a);
+    a.q = dsrt_gpu_tensor_of(&op->in[0]);
+    a.kn = dsrt_gpu_tensor_of(&op->in[1]);
+    a.kp = dsrt_gpu_tensor_of(&op->in[2]);
+    a.v = dsrt_gpu_tensor_of(&op->in[3]);
+    a.kv_start = dsrt_gpu_tensor_of(&op->in[4]);
+    a.kv_len = dsrt_gpu_tensor_of(&op->in[5]);
+    dsrt_gpu_tensor idx = dsrt_gpu_tensor_of(&op->in[6]);
+    a.o = dsrt_gpu_tensor_of(&op->out[0]);
+    a.scale = op->p.scale;
+    int64_t T = a.q.shape[0], Hh = a.q.shape[1];
+    if (T == 0 || Hh == 0) return DSRT_OK;
+    int32_t *pos, *cnt;
+    DSRT_TRY(prep_positions(c, &idx, &a.kv_len, T, "mla_prefill", &pos, &cnt));
+    a.pos = pos;
+    a.cnt = cnt;
+    a.pos_k = idx.p ? idx.shape[1] : 0;
+    size_t smem = sizeof(float) * (size_t)(a.q.shape[2] + a.v.shape[2]);
+    DSRT_TRY(gpu_smem_limit(c, (const void *)k_mla_prefill_simt, smem, "mla_prefill"));
+    if (Hh > 0x7fffffff) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "mla_prefill: too many heads");
+    dim3 grid((unsigned)Hh, (unsigned)(T < 65535 ? T : 65535));
+    k_mla_prefill_simt<<<grid, 128, smem, gpu_stream(c)>>>(a);
+    GPU_CHECK_LAUNCH("mla_prefill", "k_mla_prefill_simt");
+    return DSRT_OK;
+}

@@ -1,0 +1,336 @@
+/* Device helpers shared by the GPU kernels: element codecs that round exactly like the CPU backend
+ * (quant/), typed loads and stores, block reductions, launch checks. Included by every kernels/gpu
+ * source; C-like CUDA (static functions, no classes). */
+#ifndef DSRT_GPU_COMMON_CUH
+#define DSRT_GPU_COMMON_CUH
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dsrt/buffer.h"
+#include "dsrt/dtype.h"
+#include "gpu_compat.h"
+#include "gpu_ops.h"
+
+/* ---- host side ---- */
+
+/* Status for the last launch of `what` (every launch is followed by this check). */
+static inline dsrt_status dsrt_gpu_launch_status(const char *op, const char *what)
+{
+    gpuError_t e = gpuGetLastError();
+    if (e == gpuSuccess) return DSRT_OK;
+    return dsrt_error(DSRT_CODE_DEVICE, "%s: launching %s failed: %s", op, what, gpuGetErrorString(e));
+}
+
+#define GPU_CHECK_LAUNCH(op, what) DSRT_TRY(dsrt_gpu_launch_status(op, what))
+
+static inline gpuStream_t gpu_stream(const dsrt_gpu_ctx *c) { return (gpuStream_t)c->stream; }
+
+static inline unsigned gpu_blocks(int64_t n, int per)
+{
+    int64_t b = (n + per - 1) / per;
+    return (unsigned)(b < 1 ? 1 : b);
+}
+
+/* Raises a kernel's dynamic shared memory limit when it needs more than the default 48 KB. */
+static inline dsrt_status gpu_smem_limit(const dsrt_gpu_ctx *c, const void *fn, size_t bytes, const char *op)
+{
+    if (bytes <= 48 * 1024) return DSRT_OK;
+    if ((int)bytes > c->smem_optin)
+        return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: needs %zu bytes of shared memory, the device allows %d", op,
+                          bytes, c->smem_optin);
+    gpuError_t e = gpuFuncSetAttribute(fn, gpuFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e != gpuSuccess)
+        return dsrt_error(DSRT_CODE_DEVICE, "%s: cannot raise shared memory to %zu bytes: %s", op, bytes,
+                          gpuGetErrorString(e));
+    return DSRT_OK;
+}
+
+static inline dsrt_status gpu_scratch(const dsrt_gpu_ctx *c, size_t bytes, void **p)
+{
+    return c->scratch(c->scratch_user, bytes ? bytes : 1, p);
+}
+
+/* ---- element codecs (bit-exact with quant/src) ---- */
+
+GPU_DEV float gpu_bits_f(uint32_t u) { return __int_as_float((int)u); }
+GPU_DEV uint32_t gpu_f_bits(float f) { return (uint32_t)__float_as_int(f); }
+
+GPU_DEV float gpu_bf16_to_f32(uint16_t v) { return gpu_bits_f((uint32_t)v << 16); }
+
+GPU_DEV uint16_t gpu_f32_to_bf16(float x)
+{
+    uint32_t u = gpu_f_bits(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+GPU_DEV float gpu_round_bf16(float x) { return gpu_bf16_to_f32(gpu_f32_to_bf16(x)); }
+
+GPU_DEV float gpu_f16_to_f32(uint16_t v)
+{
+    uint32_t sign = (uint32_t)(v >> 15) << 31, exp = (v >> 10) & 0x1f, man = v & 0x3ff;
+    if (exp == 0x1f) return gpu_bits_f(sign | 0x7f800000u | (man << 13));
+    if (exp == 0) {
+        float m = (float)man * 5.9604644775390625e-08f; /* 2^-24 */
+        return sign ? -m : m;
+    }
+    return gpu_bits_f(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+GPU_DEV uint16_t gpu_f32_to_f16(float x)
+{
+    uint32_t u = gpu_f_bits(x);
+    uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
+    if ((a >> 23) == 0) return (uint16_t)sign;
+    int e = (int)(a >> 23) - 127;
+    uint32_t m = (a & 0x7fffffu) | 0x800000u;
+    int shift = e < -14 ? 13 + (-14 - e) : 13;
+    if (shift > 25) return (uint16_t)sign;
+    uint32_t kept = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (kept & 1))) kept++;
+    if (e < -14) return (uint16_t)(sign | kept);
+    uint32_t be = (uint32_t)(e + 15);
+    if (kept >> 11) {
+        kept >>= 1;
+        be++;
+    }
+    return (uint16_t)(sign | (be << 10) | (kept & 0x3ffu));
+}
+
+GPU_DEV float gpu_e4m3_to_f32(uint8_t v)
+{
+    uint32_t sign = (uint32_t)(v & 0x80) << 24, exp = (v >> 3) & 0xf, man = v & 7;
+    if (exp == 0xf && man == 7) return gpu_bits_f(sign | 0x7fc00000u);
+    if (exp == 0) {
+        float m = (float)man * 0.001953125f; /* 2^-9 */
+        return sign ? -m : m;
+    }
+    return gpu_bits_f(sign | ((exp + 120) << 23) | (man << 20));
+}
+
+GPU_DEV float gpu_e5m2_to_f32(uint8_t v)
+{
+    uint32_t sign = (uint32_t)(v & 0x80) << 24, exp = (v >> 2) & 0x1f, man = v & 3;
+    if (exp == 0x1f) return gpu_bits_f(sign | 0x7f800000u | (man << 21));
+    if (exp == 0) {
+        float m = (float)man * 1.52587890625e-05f; /* 2^-16 */
+        return sign ? -m : m;
+    }
+    return gpu_bits_f(sign | ((exp + 112) << 23) | (man << 21));
+}
+
+/* Rounds |x| (bits a, finite) to `mbits` mantissa bits and bias `bias`: code magnitude. */
+GPU_DEV uint32_t gpu_round_minifloat(uint32_t a, int mbits, int bias)
+{
+    if ((a >> 23) == 0) return 0;
+    int e = (int)(a >> 23) - 127;
+    uint32_t m = (a & 0x7fffffu) | 0x800000u;
+    int emin = 1 - bias;
+    int shift = e < emin ? 23 - mbits + (emin - e) : 23 - mbits;
+    if (shift > 25) return 0;
+    uint32_t kept = m >> shift;
+    uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (kept & 1))) kept++;
+    if (e < emin) return kept;
+    int be = e + bias;
+    if (kept >> (mbits + 1)) {
+        kept >>= 1;
+        be++;
+    }
+    return ((uint32_t)be << mbits) | (kept & ((1u << mbits) - 1));
+}
+
+GPU_DEV uint8_t gpu_f32_to_e4m3(float x)
+{
+    uint32_t u = gpu_f_bits(x), sign = (u >> 24) & 0x80, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint8_t)(sign | 0x7f);
+    if (a >= 0x43e00000u) return (uint8_t)(sign | 0x7e);
+    uint32_t c = gpu_round_minifloat(a, 3, 7);
+    if (c > 0x7e) c = 0x7e;
+    return (uint8_t)(sign | c);
+}
+
+GPU_DEV uint8_t gpu_f32_to_e5m2(float x)
+{
+    uint32_t u = gpu_f_bits(x), sign = (u >> 24) & 0x80, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint8_t)(sign | 0x7e);
+    if (a == 0x7f800000u) return (uint8_t)(sign | 0x7c);
+    uint32_t c = gpu_round_minifloat(a, 2, 15);
+    if (c >= 0x7c) c = 0x7c;
+    return (uint8_t)(sign | c);
+}
+
+GPU_DEV float gpu_ue8m0_to_f32(uint8_t e)
+{
+    if (e == 0xff) return gpu_bits_f(0x7fc00000u);
+    if (e == 0) return 5.877471754111438e-39f; /* 2^-127: an f32 subnormal */
+    return gpu_bits_f((uint32_t)e << 23);
+}
+
+/* UE8M0 byte of a power-of-two scale (validation guarantees pow2 where this is used). */
+GPU_DEV uint8_t gpu_f32_to_ue8m0(float s)
+{
+    uint32_t u = gpu_f_bits(s);
+    uint32_t e = (u >> 23) & 0xff;
+    if (e == 0) return 0; /* 2^-127 (subnormal f32) */
+    return (uint8_t)e;
+}
+
+/* The activation-quantization scale of a block (dsrt_act_scale). */
+GPU_DEV float gpu_act_scale(float amax, bool pow2)
+{
+    if (!(amax >= 1e-4f)) amax = 1e-4f;
+    const float inv = 1.0f / 448.0f;
+    float r = amax * inv;
+    if (!pow2) return r;
+    uint32_t bits = gpu_f_bits(r);
+    if ((bits & 0x7fffffffu) == 0x7f800000u) return 1.7014118346046923e+38f; /* 2^127 */
+    int exp = (int)((bits >> 23) & 0xff) - 127 + ((bits & 0x7fffffu) != 0 ? 1 : 0);
+    return ldexpf(1.0f, exp);
+}
+
+GPU_DEV uint8_t gpu_quant_e4m3(float x, float s)
+{
+    float v = x / s;
+    v = v > 448.0f ? 448.0f : v < -448.0f ? -448.0f : v;
+    return gpu_f32_to_e4m3(v);
+}
+
+/* ---- typed element access ---- */
+
+GPU_DEV float gpu_ld(const void *base, int dt, int64_t i)
+{
+    switch (dt) {
+    case DSRT_F32: return ((const float *)base)[i];
+    case DSRT_BF16: return gpu_bf16_to_f32(((const uint16_t *)base)[i]);
+    case DSRT_F16: return gpu_f16_to_f32(((const uint16_t *)base)[i]);
+    case DSRT_E4M3: return gpu_e4m3_to_f32(((const uint8_t *)base)[i]);
+    case DSRT_E5M2: return gpu_e5m2_to_f32(((const uint8_t *)base)[i]);
+    case DSRT_UE8M0: return gpu_ue8m0_to_f32(((const uint8_t *)base)[i]);
+    case DSRT_I32: return (float)((const int32_t *)base)[i];
+    case DSRT_I64: return (float)((const int64_t *)base)[i];
+    case DSRT_U8: return (float)((const uint8_t *)base)[i];
+    default: return gpu_bits_f(0x7fc00000u);
+    }
+}
+
+GPU_DEV void gpu_st(void *base, int dt, int64_t i, float v)
+{
+    switch (dt) {
+    case DSRT_F32: ((float *)base)[i] = v; break;
+    case DSRT_BF16: ((uint16_t *)base)[i] = gpu_f32_to_bf16(v); break;
+    case DSRT_F16: ((uint16_t *)base)[i] = gpu_f32_to_f16(v); break;
+    case DSRT_E4M3: ((uint8_t *)base)[i] = gpu_f32_to_e4m3(v); break;
+    case DSRT_E5M2: ((uint8_t *)base)[i] = gpu_f32_to_e5m2(v); break;
+    default: break;
+    }
+}
+
+/* The value an output of dtype dt holds for v. */
+GPU_DEV float gpu_round(int dt, float v)
+{
+    switch (dt) {
+    case DSRT_BF16: return gpu_round_bf16(v);
+    case DSRT_F16: return gpu_f16_to_f32(gpu_f32_to_f16(v));
+    default: return v;
+    }
+}
+
+GPU_DEV int32_t gpu_i32(const dsrt_gpu_tensor &t, int64_t i) { return ((const int32_t *)t.p)[i]; }
+
+/* Element offset of row r (every index of the leading dims, row-major). */
+GPU_DEV int64_t gpu_row_offset(const dsrt_gpu_tensor &t, int64_t r)
+{
+    int64_t off = 0;
+    for (int d = t.ndim - 2; d >= 0; d--) {
+        off += (r % t.shape[d]) * t.stride[d];
+        r /= t.shape[d];
+    }
+    return off;
+}
+
+/* Scale of element (lead, r, c) of a block-scaled tensor of rank 2 or 3 (dsrt_cpu_block_scale). */
+GPU_DEV float gpu_block_scale(const dsrt_gpu_tensor &t, int64_t lead, int64_t r, int64_t c)
+{
+    int nd = t.ndim;
+    int64_t idx = (r / t.sblock[0]) * (nd >= 2 ? t.sstride[nd - 2] : 0) + (c / t.sblock[1]) * t.sstride[nd - 1];
+    if (nd == 3) idx += lead * t.sstride[0];
+    return t.sdtype == DSRT_UE8M0 ? gpu_ue8m0_to_f32(((const uint8_t *)t.sp)[idx]) : ((const float *)t.sp)[idx];
+}
+
+/* ---- reductions ---- */
+
+GPU_DEV float gpu_warp_sum(float v)
+{
+    for (int m = GPU_WARP_SIZE / 2; m > 0; m >>= 1) v += gpu_shfl_xor(v, m);
+    return v;
+}
+
+GPU_DEV float gpu_warp_max(float v)
+{
+    for (int m = GPU_WARP_SIZE / 2; m > 0; m >>= 1) v = fmaxf(v, gpu_shfl_xor(v, m));
+    return v;
+}
+
+/* Block-wide sum; `sh` holds at least 64 floats; every thread gets the total. */
+GPU_DEV float gpu_block_sum(float v, float *sh)
+{
+    v = gpu_warp_sum(v);
+    int nw = gpu_nwarps();
+    __syncthreads(); /* sh may still be read from an earlier call */
+    if (gpu_lane() == 0) sh[gpu_warp()] = v;
+    __syncthreads();
+    float t = 0;
+    for (int w = 0; w < nw; w++) t += sh[w];
+    return t;
+}
+
+GPU_DEV float gpu_block_max(float v, float *sh)
+{
+    v = gpu_warp_max(v);
+    int nw = gpu_nwarps();
+    __syncthreads();
+    if (gpu_lane() == 0) sh[gpu_warp()] = v;
+    __syncthreads();
+    float t = sh[0];
+    for (int w = 1; w < nw; w++) t = fmaxf(t, sh[w]);
+    return t;
+}
+
+GPU_DEV double gpu_block_sum_d(double v, double *sh)
+{
+    for (int m = GPU_WARP_SIZE / 2; m > 0; m >>= 1) v += gpu_shfl_xor_d(v, m);
+    int nw = gpu_nwarps();
+    __syncthreads();
+    if (gpu_lane() == 0) sh[gpu_warp()] = v;
+    __syncthreads();
+    double t = 0;
+    for (int w = 0; w < nw; w++) t += sh[w];
+    return t;
+}
+
+/* Exclusive prefix count of `flag` over the block in thread order; *total receives the block total.
+ * `sh` holds at least 64 ints. */
+GPU_DEV int gpu_block_scan_flag(int flag, int *sh, int *total)
+{
+    uint64_t b = gpu_ballot(flag);
+    int below = gpu_popc64(b & gpu_lanes_below());
+    int nw = gpu_nwarps(), w = gpu_warp();
+    __syncthreads();
+    if (gpu_lane() == 0) sh[w] = gpu_popc64(b);
+    __syncthreads();
+    int before = 0, all = 0;
+    for (int i = 0; i < nw; i++) {
+        if (i < w) before += sh[i];
+        all += sh[i];
+    }
+    *total = all;
+    return before + below;
+}
+
+#endif

@@ -1,0 +1,554 @@
+/* GPU kernels for the linear ops: a plain-core GEMM that serves every dtype combination (and is the
+ * portable path), the official FP8 block-scaled GEMM on tensor cores (dense and grouped), and the
+ * per-head product of the absorbed MLA. The vendor BLAS (cuBLASLt) handles the common dense cases;
+ * the backend chooses (backends/cuda/cuda_linear.c). */
+#include "gpu_common.cuh"
+#include "gpu_mma.cuh"
+
+/* ---- group schedule: which (group, row range) each block of a grouped GEMM takes ---- */
+
+/* sched[0] = number of tiles; then (g, m0, m1) per tile. Offsets that are not non-decreasing within
+ * 0..R set DSRT_GPU_ERR_GROUP_OFFSETS and schedule nothing (the CPU reference fails the op). */
+static __global__ void k_group_schedule(dsrt_gpu_tensor off, int G, int64_t R, int bm, int *sched, unsigned *err)
+{
+    __shared__ int scan[1024];
+    __shared__ int bad, base;
+    int tid = threadIdx.x;
+    if (tid == 0) {
+        bad = 0;
+        base = 0;
+    }
+    __syncthreads();
+    for (int g = tid; g <= G; g += blockDim.x) {
+        int64_t o = gpu_i32(off, g * off.stride[0]);
+        int64_t prev = g > 0 ? gpu_i32(off, (g - 1) * off.stride[0]) : 0;
+        if (o < 0 || o > R || o < prev) bad = 1;
+    }
+    __syncthreads();
+    if (bad) {
+        if (tid == 0) {
+            sched[0] = 0;
+            atomicOr(err, (unsigned)DSRT_GPU_ERR_GROUP_OFFSETS);
+        }
+        return;
+    }
+    for (int g0 = 0; g0 < G; g0 += blockDim.x) {
+        int g = g0 + tid, tiles = 0;
+        int r0 = 0, r1 = 0;
+        if (g < G) {
+            r0 = gpu_i32(off, g * off.stride[0]);
+            r1 = gpu_i32(off, (g + 1) * off.stride[0]);
+            tiles = (r1 - r0 + bm - 1) / bm;
+        }
+        scan[tid] = tiles;
+        __syncthreads();
+        for (int s = 1; s < (int)blockDim.x; s *= 2) {
+            int v = tid >= s ? scan[tid - s] : 0;
+            __syncthreads();
+            scan[tid] += v;
+            __syncthreads();
+        }
+        int at = base + scan[tid] - tiles;
+        for (int i = 0; i < tiles; i++) {
+            int m0 = r0 + i * bm, m1 = m0 + bm < r1 ? m0 + bm : r1;
+            sched[1 + 3 * (at + i)] = g;
+            sched[2 + 3 * (at + i)] = m0;
+            sched[3 + 3 * (at + i)] = m1;
+        }
+        __syncthreads();
+        if (tid == (int)blockDim.x - 1) base += scan[tid];
+        __syncthreads();
+    }
+    if (tid == 0) sched[0] = base;
+}
+
+/* Builds the schedule in scratch; *max_tiles is the grid size that covers any offsets. */
+static dsrt_status group_schedule(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *off, int G, int64_t R, int bm,
+                                  int **sched, unsigned *max_tiles)
+{
+    int64_t mt = (R + bm - 1) / bm + G;
+    if (mt > 65535) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "linear_grouped: %lld row tiles exceed the grid", (long long)mt);
+    DSRT_TRY(gpu_scratch(c, sizeof(int) * (size_t)(1 + 3 * mt), (void **)sched));
+    k_group_schedule<<<1, 1024, 0, gpu_stream(c)>>>(*off, G, R, bm, *sched, c->err);
+    GPU_CHECK_LAUNCH("linear_grouped", "k_group_schedule");
+    *max_tiles = (unsigned)(mt < 1 ? 1 : mt);
+    return DSRT_OK;
+}
+
+/* ---- plain-core GEMM: C[b][m][n] = alpha * sum_k A[b][m][k] B[b][n][k], fp32 products ---- */
+
+typedef struct gemm_args {
+    const char *a;
+    int a_dt;
+    int64_t a_rs, a_bs;    /* element (b, m, k) at b*a_bs + m*a_rs + k */
+    const float *a_sc;     /* fp8 mode: scale of (m, kb) at m*a_sc_rs + kb */
+    int64_t a_sc_rs;
+    const char *b;
+    int b_dt;
+    int64_t b_ns, b_ks, b_bs; /* element (b, n, k) */
+    dsrt_gpu_tensor bt;    /* B's scales */
+    int b_scaled;          /* dequantize B elements with their scales */
+    char *c;
+    int c_dt;
+    int64_t c_rs, c_bs;
+    int64_t M, N, K;
+    float alpha;
+    int fp8;               /* A holds e4m3 codes; promote every 128-wide K block with sa*sb */
+    const int *sched;      /* grouped rows, or NULL */
+} gemm_args;
+
+#define SG_M 64
+#define SG_N 64
+#define SG_K 16
+
+static __global__ void __launch_bounds__(256) k_gemm_simt(gemm_args g)
+{
+    __shared__ float As[SG_K][SG_M + 1];
+    __shared__ float Bs[SG_K][SG_N + 1];
+    int64_t grp, m0, m1;
+    if (g.sched) {
+        int idx = blockIdx.y;
+        if (idx >= g.sched[0]) return;
+        grp = g.sched[1 + 3 * idx];
+        m0 = g.sched[2 + 3 * idx];
+        m1 = g.sched[3 + 3 * idx];
+    } else {
+        grp = blockIdx.z;
+        m0 = (int64_t)blockIdx.y * SG_M;
+        m1 = m0 + SG_M < g.M ? m0 + SG_M : g.M;
+    }
+    int64_t n0 = (int64_t)blockIdx.x * SG_N;
+    int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    float acc[4][4], part[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = part[i][j] = 0;
+    int64_t aoff = g.sched ? 0 : grp * g.a_bs; /* head_linear: head grp of x */
+    for (int64_t k0 = 0; k0 < g.K; k0 += SG_K) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int idx = tid + 256 * i, r = idx >> 4, kk = idx & 15;
+            int64_t m = m0 + r, n = n0 + r, k = k0 + kk;
+            float av = 0, bv = 0;
+            if (m < m1 && k < g.K) {
+                if (g.fp8) av = gpu_e4m3_to_f32(((const uint8_t *)g.a)[m * g.a_rs + k]);
+                else av = gpu_ld(g.a, g.a_dt, aoff + m * g.a_rs + k);
+            }
+            if (n < g.N && k < g.K) {
+                bv = gpu_ld(g.b, g.b_dt, grp * g.b_bs + n * g.b_ns + k * g.b_ks);
+                if (g.b_scaled) bv *= gpu_block_scale(g.bt, grp, n, k);
+            }
+            As[kk][r] = av;
+            Bs[kk][r] = bv;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < SG_K; kk++) {
+            float a[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) a[i] = As[kk][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < 4; j++) b[j] = Bs[kk][tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) part[i][j] += a[i] * b[j];
+        }
+        __syncthreads();
+        int64_t kend = k0 + SG_K;
+        if (!g.fp8) continue;
+        if (kend % 128 != 0 && kend < g.K) continue;
+        int64_t kb = k0 / 128;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int64_t m = m0 + ty + 16 * i;
+            float sa = m < m1 ? g.a_sc[m * g.a_sc_rs + kb] : 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int64_t n = n0 + tx + 16 * j;
+                float sb = n < g.N ? gpu_block_scale(g.bt, grp, n, kb * 128) : 0.0f;
+                acc[i][j] += part[i][j] * (sa * sb);
+                part[i][j] = 0;
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int64_t m = m0 + ty + 16 * i;
+        if (m >= m1) continue;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int64_t n = n0 + tx + 16 * j;
+            if (n >= g.N) continue;
+            float v = g.fp8 ? acc[i][j] : part[i][j];
+            gpu_st(g.c, g.c_dt, grp * g.c_bs + m * g.c_rs + n, g.alpha * v);
+        }
+    }
+}
+
+static dsrt_status gemm_launch(const dsrt_gpu_ctx *c, gemm_args *g, unsigned tiles_y, unsigned batch, const char *op)
+{
+    if (g->N == 0 || tiles_y == 0 || batch == 0) return DSRT_OK;
+    if (batch > 65535) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: batch %u exceeds the grid", op, batch);
+    dim3 grid(gpu_blocks(g->N, SG_N), tiles_y, batch);
+    k_gemm_simt<<<grid, 256, 0, gpu_stream(c)>>>(*g);
+    GPU_CHECK_LAUNCH(op, "k_gemm_simt");
+    return DSRT_OK;
+}
+
+extern "C" dsrt_status dsrt_gpu_linear_simt(const dsrt_gpu_ctx *c, const dsrt_op *op)
+{
+    bool grouped = op->kind == DSRT_OP_LINEAR_GROUPED;
+    const char *name = dsrt_op_name(op->kind);
+    dsrt_gpu_tensor x = dsrt_gpu_tensor_of(&op->in[0]), w = dsrt_gpu_tensor_of(&op->in[1]),
+                    y = dsrt_gpu_tensor_of(&op->out[0]);
+    int64_t M = x.shape[0], K = x.shape[1], N = w.shape[w.ndim - 2];
+    if (M == 0 || N == 0) return DSRT_OK;
+    gemm_args g;
+    memset(&g, 0, sizeof g);
+    g.a = x.p;
+    g.a_dt = x.dtype;
+    g.a_rs = x.stride[0];
+    g.b = w.p;
+    g.b_dt = w.dtype;
+    g.b_ns = w.stride[w.ndim - 2];
+    g.b_ks = 1;
+    g.b_bs = grouped ? w.stride[0] : 0;
+    g.bt = w;
+    g.c = y.p;
+    g.c_dt = y.dtype;
+    g.c_rs = y.stride[0];
+    g.M = M;
+    g.N = N;
+    g.K = K;
+    g.alpha = op->p.alpha;
+    g.fp8 = op->p.act_quant ? 1 : 0;
+    g.b_scaled = (!op->p.act_quant && w.sp) ? 1 : 0;
+    if (g.fp8) {
+        int64_t nkb = K / 128;
+        uint8_t *q;
+        float *qs;
+        DSRT_TRY(gpu_scratch(c, (size_t)(M * K), (void **)&q));
+        DSRT_TRY(gpu_scratch(c, sizeof(float) * (size_t)(M * nkb), (void **)&qs));
+        DSRT_TRY(dsrt_gpu_quantize_act(c, &x, op->p.scale_pow2, q, qs, nkb, 1));
+        g.a = (const char *)q;
+        g.a_rs = K;
+        g.a_sc = qs;
+        g.a_sc_rs = nkb;
+    }
+    if (grouped) {
+        dsrt_gpu_tensor off = dsrt_gpu_tensor_of(&op->in[2]);
+        int *sched;
+        unsigned tiles;
+        DSRT_TRY(group_schedule(c, &off, (int)w.shape[0], M, SG_M, &sched, &tiles));
+        g.sched = sched;
+        return gemm_launch(c, &g, tiles, 1, name);
+    }
+    return gemm_launch(c, &g, gpu_blocks(M, SG_M), 1, name);
+}
+
+extern "C" dsrt_status dsrt_gpu_head_linear(const dsrt_gpu_ctx *c, const dsrt_op *op)
+{
+    dsrt_gpu_tensor x = dsrt_gpu_tensor_of(&op->in[0]), w = dsrt_gpu_tensor_of(&op->in[1]),
+                    y = dsrt_gpu_tensor_of(&op->out[0]);
+    int64_t T = x.shape[0], Hh = x.shape[1], K = x.shape[2], N = y.shape[2];
+    if (T == 0 || Hh == 0) return DSRT_OK;
+    gemm_args g;
+    memset(&g, 0, sizeof g);
+    g.a = x.p;
+    g.a_dt = x.dtype;
+    g.a_rs = x.stride[0];
+    g.a_bs = x.stride[1];
+    g.b = w.p;
+    g.b_dt = w.dtype;
+    g.b_bs = w.stride[0];
+    if (op->p.transpose_w) { /* W[h] is [K, N] */
+        g.b_ns = 1;
+        g.b_ks = w.stride[1];
+    } else {
+        g.b_ns = w.stride[1];
+        g.b_ks = 1;
+    }
+    g.c = y.p;
+    g.c_dt = y.dtype;
+    g.c_rs = y.stride[0];
+    g.c_bs = y.stride[1];
+    g.M = T;
+    g.N = N;
+    g.K = K;
+    g.alpha = 1.0f;
+    if (g.N == 0) return DSRT_OK;
+    if (Hh > 65535) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "head_linear: %lld heads exceed the grid", (long long)Hh);
+    dim3 grid(gpu_blocks(N, SG_N), gpu_blocks(T, SG_M), (unsigned)Hh);
+    k_gemm_simt<<<grid, 256, 0, gpu_stream(c)>>>(g);
+    GPU_CHECK_LAUNCH("head_linear", "k_gemm_simt");
+    return DSRT_OK;
+}
+
+/* ---- FP8 block-scaled GEMM on tensor cores ----
+ * Block tile 128x128, K step 128 (one scale block), 8 warps as 2 (M) x 4 (N), each 64x32. Both
+ * operands arrive as e4m3 bytes through cp.async into a 3-stage ring; rows are 128 bytes with their
+ * 32-byte segments XOR-swizzled by (row & 3) so that the 8-byte fragment loads of a warp hit 32
+ * different banks. Each K block accumulates in `part`, then is promoted into `acc` with
+ * sa(m) * sb(n) (DeepSeek's 128-wide promotion; exact products, fp32 sums). Two inner forms:
+ * native e4m3 mma (sm_89+) and e4m3 -> f16 on the fly (sm_80). */
+
+#define FM_BM 128
+#define FM_BN 128
+#define FM_BK 128
+#define FM_STAGES 3
+#define FM_SMEM (FM_STAGES * (FM_BM + FM_BN) * FM_BK)
+
+typedef struct fp8_args {
+    const uint8_t *q; /* [M][K] */
+    const float *qs;  /* [M][nkb] */
+    int64_t M, K, N, nkb;
+    dsrt_gpu_tensor w;
+    int64_t w_rs, w_bs; /* weight row and group strides (bytes) */
+    dsrt_gpu_tensor y;
+    float alpha;
+    const int *sched;
+    int64_t kb_per; /* K blocks per split (blockIdx.z) */
+    float *part;    /* split-K: f32 partial sums [splits][M][N], summed by k_split_reduce */
+} fp8_args;
+
+#ifdef DSRT_GPU_HAVE_MMA
+GPU_DEV int fm_seg(int row, int seg) { return seg ^ (row & 3); }
+
+GPU_DEV void fm_load_stage(const fp8_args &a, uint8_t *As, uint8_t *Bs, int64_t grp, int64_t m0, int64_t m1,
+                           int64_t n0, int64_t kb)
+{
+    int tid = threadIdx.x;
+    const uint8_t *wb = (const uint8_t *)a.w.p + grp * a.w_bs;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int id = tid + 256 * i, row = id >> 3, ch = id & 7;
+        int pch = fm_seg(row, ch >> 1) * 2 + (ch & 1);
+        int64_t m = m0 + row, n = n0 + row;
+        const uint8_t *sa = a.q + (m < m1 ? m : m0) * a.K + kb * FM_BK + ch * 16;
+        gpu_cp_async16(As + row * FM_BK + pch * 16, sa, m < m1 ? 16 : 0);
+        const uint8_t *sb = wb + (n < a.N ? n : n0) * a.w_rs + kb * FM_BK + ch * 16;
+        gpu_cp_async16(Bs + row * FM_BK + pch * 16, sb, n < a.N ? 16 : 0);
+    }
+}
+#endif
+
+template <bool NATIVE>
+static __global__ void __launch_bounds__(256, 1) k_fp8_gemm(fp8_args a)
+{
+#ifdef DSRT_GPU_HAVE_MMA
+#if __CUDA_ARCH__ < 890
+    if (NATIVE) return; /* never launched: the host picks the f16 form below sm_89 */
+#endif
+    extern __shared__ __align__(128) uint8_t fm_smem[];
+    int64_t grp, m0, m1;
+    if (a.sched) {
+        int idx = blockIdx.y;
+        if (idx >= a.sched[0]) return;
+        grp = a.sched[1 + 3 * idx];
+        m0 = a.sched[2 + 3 * idx];
+        m1 = a.sched[3 + 3 * idx];
+    } else {
+        grp = 0;
+        m0 = (int64_t)blockIdx.y * FM_BM;
+        m1 = m0 + FM_BM < a.M ? m0 + FM_BM : a.M;
+    }
+    int64_t n0 = (int64_t)blockIdx.x * FM_BN;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, cq = lane % 4;
+    int wm = warp / 4, wn = warp % 4;
+    float acc[4][4][4], part[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][j][e] = part[i][j][e] = 0;
+
+    int64_t nkb = a.nkb;
+    int64_t kb0 = (int64_t)blockIdx.z * a.kb_per, kb1 = kb0 + a.kb_per < nkb ? kb0 + a.kb_per : nkb;
+    for (int s = 0; s < FM_STAGES - 1; s++) {
+        if (kb0 + s < kb1)
+            fm_load_stage(a, fm_smem + s * (FM_BM + FM_BN) * FM_BK, fm_smem + s * (FM_BM + FM_BN) * FM_BK + FM_BM * FM_BK,
+                          grp, m0, m1, n0, kb0 + s);
+        gpu_cp_async_commit();
+    }
+    for (int64_t kb = kb0; kb < kb1; kb++) {
+        gpu_cp_async_wait<FM_STAGES - 2>();
+        __syncthreads();
+        int64_t nk = kb + FM_STAGES - 1;
+        if (nk < kb1) {
+            int st = (int)((nk - kb0) % FM_STAGES);
+            fm_load_stage(a, fm_smem + st * (FM_BM + FM_BN) * FM_BK,
+                          fm_smem + st * (FM_BM + FM_BN) * FM_BK + FM_BM * FM_BK, grp, m0, m1, n0, nk);
+        }
+        gpu_cp_async_commit();
+        const uint8_t *As = fm_smem + ((kb - kb0) % FM_STAGES) * (FM_BM + FM_BN) * FM_BK;
+        const uint8_t *Bs = As + FM_BM * FM_BK;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            uint2 ar[4][2], br[4];
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++) {
+                int r0 = wm * 64 + mt * 16 + g, r1 = r0 + 8;
+                ar[mt][0] = *(const uint2 *)(As + r0 * FM_BK + fm_seg(r0, j) * 32 + cq * 8);
+                ar[mt][1] = *(const uint2 *)(As + r1 * FM_BK + fm_seg(r1, j) * 32 + cq * 8);
+            }
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) {
+                int r = wn * 32 + nt * 8 + g;
+                br[nt] = *(const uint2 *)(Bs + r * FM_BK + fm_seg(r, j) * 32 + cq * 8);
+            }
+            if (NATIVE) {
+#if __CUDA_ARCH__ >= 890
+#pragma unroll
+                for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+                    for (int nt = 0; nt < 4; nt++) {
+                        float *d = part[mt][nt];
+                        asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, "
+                                     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                                     : "r"(ar[mt][0].x), "r"(ar[mt][1].x), "r"(ar[mt][0].y), "r"(ar[mt][1].y),
+                                       "r"(br[nt].x), "r"(br[nt].y));
+                    }
+#endif
+            } else {
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    uint32_t af[4][4], bf[4][2];
+#pragma unroll
+                    for (int mt = 0; mt < 4; mt++) {
+                        uint32_t w0 = h ? ar[mt][0].y : ar[mt][0].x, w1 = h ? ar[mt][1].y : ar[mt][1].x;
+                        af[mt][0] = gpu_e4m3x2_lo_f16(w0);
+                        af[mt][1] = gpu_e4m3x2_lo_f16(w1);
+                        af[mt][2] = gpu_e4m3x2_hi_f16(w0);
+                        af[mt][3] = gpu_e4m3x2_hi_f16(w1);
+                    }
+#pragma unroll
+                    for (int nt = 0; nt < 4; nt++) {
+                        uint32_t w0 = h ? br[nt].y : br[nt].x;
+                        bf[nt][0] = gpu_e4m3x2_lo_f16(w0);
+                        bf[nt][1] = gpu_e4m3x2_hi_f16(w0);
+                    }
+#pragma unroll
+                    for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+                        for (int nt = 0; nt < 4; nt++) gpu_mma_f16(part[mt][nt], af[mt], bf[nt]);
+                }
+            }
+        }
+        /* promote this K block: acc += part * (sa * sb) */
+        float unscale = NATIVE ? 1.0f : DSRT_FP8_F16_UNSCALE;
+        float sb[4][2];
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int64_t n = n0 + wn * 32 + nt * 8 + 2 * cq + e;
+                sb[nt][e] = n < a.N ? gpu_block_scale(a.w, grp, n, kb * 128) * unscale : 0.0f;
+            }
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++) {
+            int64_t r0 = m0 + wm * 64 + mt * 16 + g, r1 = r0 + 8;
+            float sa0 = r0 < m1 ? a.qs[r0 * nkb + kb] : 0.0f, sa1 = r1 < m1 ? a.qs[r1 * nkb + kb] : 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) {
+                acc[mt][nt][0] += part[mt][nt][0] * (sa0 * sb[nt][0]);
+                acc[mt][nt][1] += part[mt][nt][1] * (sa0 * sb[nt][1]);
+                acc[mt][nt][2] += part[mt][nt][2] * (sa1 * sb[nt][0]);
+                acc[mt][nt][3] += part[mt][nt][3] * (sa1 * sb[nt][1]);
+#pragma unroll
+                for (int e = 0; e < 4; e++) part[mt][nt][e] = 0;
+            }
+        }
+    }
+    gpu_cp_async_wait<0>();
+#pragma unroll
+    for (int mt = 0; mt < 4; mt++) {
+        int64_t r0 = m0 + wm * 64 + mt * 16 + g;
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++) {
+            int64_t n = n0 + wn * 32 + nt * 8 + 2 * cq;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int64_t r = r0 + (e >= 2 ? 8 : 0), col = n + (e & 1);
+                if (r >= m1 || col >= a.N) continue;
+                if (a.part) a.part[((int64_t)blockIdx.z * a.M + r) * a.N + col] = acc[mt][nt][e];
+                else gpu_st(a.y.p, a.y.dtype, r * a.y.stride[0] + col, a.alpha * acc[mt][nt][e]);
+            }
+        }
+    }
+#endif
+}
+
+static __global__ void k_split_reduce(const float *part, int splits, int64_t M, int64_t N, float alpha, dsrt_gpu_tensor y)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= M * N) return;
+    float v = 0;
+    for (int z = 0; z < splits; z++) v += part[z * M * N + i];
+    int64_t m = i / N, n = i % N;
+    gpu_st(y.p, y.dtype, m * y.stride[0] + n, alpha * v);
+}
+
+extern "C" dsrt_status dsrt_gpu_fp8_gemm_mma(const dsrt_gpu_ctx *c, const uint8_t *q, const float *qs, int64_t M,
+                                             int64_t K, const dsrt_gpu_tensor *w, const dsrt_gpu_tensor *offsets,
+                                             float alpha, const dsrt_gpu_tensor *y)
+{
+    const char *name = offsets && offsets->p ? "linear_grouped" : "linear";
+    if (!c->use_mma) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: no tensor-core path on this device", name);
+    fp8_args a;
+    memset(&a, 0, sizeof a);
+    a.q = q;
+    a.qs = qs;
+    a.M = M;
+    a.K = K;
+    a.N = w->shape[w->ndim - 2];
+    a.nkb = K / 128;
+    a.w = *w;
+    a.w_rs = w->stride[w->ndim - 2];
+    a.w_bs = w->ndim == 3 ? w->stride[0] : 0;
+    a.y = *y;
+    a.alpha = alpha;
+    if (M == 0 || a.N == 0) return DSRT_OK;
+    unsigned tiles = gpu_blocks(M, FM_BM);
+    if (offsets && offsets->p) {
+        int *sched;
+        DSRT_TRY(group_schedule(c, offsets, (int)w->shape[0], M, FM_BM, &sched, &tiles));
+        a.sched = sched;
+    }
+    if (tiles > 65535) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: %u row tiles exceed the grid", name, tiles);
+    /* Split K when the output tiles cannot fill the device (decode-sized M): partial sums per split,
+     * added in split order by k_split_reduce. */
+    int64_t splits = 1, ntn = gpu_blocks(a.N, FM_BN);
+    a.kb_per = a.nkb;
+    if (!a.sched && (int64_t)tiles * ntn < c->sm_count && a.nkb >= 4) {
+        splits = (2 * c->sm_count + (int64_t)tiles * ntn - 1) / ((int64_t)tiles * ntn);
+        if (splits > a.nkb / 2) splits = a.nkb / 2;
+        if (splits > 16) splits = 16;
+        if (splits < 1) splits = 1;
+        a.kb_per = (a.nkb + splits - 1) / splits;
+        splits = (a.nkb + a.kb_per - 1) / a.kb_per;
+    }
+    if (splits > 1) DSRT_TRY(gpu_scratch(c, sizeof(float) * (size_t)(splits * M * a.N), (void **)&a.part));
+    /* The native e4m3 form exists in the sm_90a image only (sm_80 code and its PTX lack it). */
+    bool native = c->cc_major == 9 && c->cc_minor == 0;
+    const char *env = getenv("DSRT_CUDA_FP8_MMA");
+    if (env && strcmp(env, "f16") == 0) native = false;
+    dim3 grid(gpu_blocks(a.N, FM_BN), tiles, (unsigned)splits);
+    if (native) {
+        DSRT_TRY(gpu_smem_limit(c, (const void *)k_fp8_gemm<true>, FM_SMEM, name));
+        k_fp8_gemm<true><<<grid, 256, FM_SMEM, gpu_stream(c)>>>(a);
+    } else {
+        DSRT_TRY(gpu_smem_limit(c, (const void *)k_fp8_gemm<false>, FM_SMEM, name));
+        k_fp8_gemm<false><<<grid, 256, FM_SMEM, gpu_stream(c)>>>(a);
+    }
+    GPU_CHECK_LAUNCH(name, "k_fp8_gemm");
+    if (splits > 1) {
+        int64_t total = M * a.N;
+        k_split_reduce<<<gpu_blocks(total, 256), 256, 0, gpu_stream(c)>>>(a.part, (int)splits, M, a.N, a.alpha, *y);
+        GPU_CHECK_LAUNCH(name, "k_split_reduce");
+    }
+    return DSRT_OK;
+}
