@@ -28,6 +28,7 @@ void dsrt_arena_reset(dsrt_arena *a)
         size_t want = a->high_water + a->high_water / 4;
         for (int i = 0; i < a->n; i++) dsrt_buffer_release(a->chunks[i]);
         a->n = 0;
+        a->generation++;
         dsrt_buffer *b = NULL;
         if (dsrt_buffer_alloc(a->dev, want, &b) == DSRT_OK) {
             a->chunks[0] = b;
@@ -66,6 +67,7 @@ static dsrt_status arena_alloc(dsrt_arena *a, size_t bytes, dsrt_buffer **buf, s
     DSRT_TRY(dsrt_status_wrap(dsrt_buffer_alloc(a->dev, size, &a->chunks[a->n]), "workspace on %s", dsrt_device_label(a->dev)));
     a->sizes[a->n] = size;
     a->cur = a->n++;
+    a->generation++;
     a->off = 0;
     return arena_alloc(a, bytes, buf, off);
 }

@@ -18,6 +18,9 @@ typedef struct fwd {
     int64_t T;           /* rows (tokens) in this forward */
     bool prefill;        /* every sequence starts empty: expanded attention over the batch's own rows */
     int64_t max_kv;      /* longest visible prefix of any row */
+    int64_t kv_width;    /* width of the indexer's score rows: max_kv, or a rounded capacity under a graph */
+    bool select;         /* the indexer selects (some row sees more than index_topk positions) */
+    bool graph;          /* this forward runs as a recorded graph */
     int n_seq, max_pages;
     int32_t *tokens, *pos, *slots, *row_seq, *kv_len, *kv_start, *block_table, *logit_rows;
     int64_t n_logit_rows;
@@ -157,10 +160,10 @@ static dsrt_status indexer(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const d
     dsrt_tensor w, scores;
     DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(T, ih), &w));
     DSRT_TRY(dsrt_linear(s, x, &ly->idx_weights_proj, false, false, (float)pow((double)ih, -0.5), &w));
-    DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(T, F->max_kv), &scores));
+    DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(T, F->kv_width), &scores));
     DSRT_TRY(dsrt_indexer_scores(s, &q_score, &w, &ly->idx_cache, m->cache_format, m->page_size, &F->d[dev].block_table,
                                  &F->d[dev].row_seq, &F->d[dev].kv_len, (float)pow((double)id, -0.5), &scores));
-    int64_t k = c->index_topk < F->max_kv ? c->index_topk : F->max_kv;
+    int64_t k = c->index_topk < F->kv_width ? c->index_topk : F->kv_width;
     DSRT_TRY(tmp(F, dev, DSRT_I32, 2, S2(T, k), indices));
     return dsrt_topk(s, &scores, &F->d[dev].kv_len, (int)k, indices);
 }
@@ -209,7 +212,7 @@ static dsrt_status attention(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const
     DSRT_TRY(dsrt_cache_write(s, &lat, &F->d[dev].slots, &k_pe, m->cache_format, c->scale_ue8m0, &ly->kv_cache));
     /* §4: the indexer picks positions when some row sees more than index_topk of them */
     dsrt_tensor idx = {0};
-    if (c->has_indexer) DSRT_TRY(indexer(F, ly, x, &qr, F->max_kv > c->index_topk || m->always_select, &idx));
+    if (c->has_indexer) DSRT_TRY(indexer(F, ly, x, &qr, F->select, &idx));
     const dsrt_tensor *sel = idx.buf ? &idx : NULL;
     if (sel) DSRT_TRY(dump(F, dev, sel, "indices", ly->index));
     /* 5-7. attention, expanded (prefill) or absorbed (everything else) */
@@ -449,11 +452,24 @@ static dsrt_status build_rows(fwd *F, const dsrt_batch_item *items, int n)
     int64_t T = 0;
     F->prefill = true;
     F->max_pages = 1;
+    F->max_kv = 0;
     for (int i = 0; i < n; i++) {
         T += items[i].n_tokens;
         if (items[i].seq->len > 0) F->prefill = false;
-        int64_t pages = (items[i].seq->len + items[i].n_tokens + m->page_size - 1) / m->page_size;
+        int64_t end = items[i].seq->len + items[i].n_tokens, pages = (end + m->page_size - 1) / m->page_size;
         if (pages > F->max_pages) F->max_pages = (int)pages;
+        if (end > F->max_kv) F->max_kv = end;
+    }
+    F->select = m->cfg.has_indexer && (F->max_kv > m->cfg.index_topk || m->always_select);
+    F->kv_width = F->max_kv;
+    /* Decode on one device replays recorded graphs; shapes round up to capacities so that one graph
+     * serves many steps (score columns past a row's length are -inf, block table entries past its
+     * pages -1: the results do not change). */
+    F->graph = !F->prefill && m->n_devs == 1 && !m->graphs_off && !getenv("DSRT_DUMP_DIR");
+    if (F->graph) {
+        int64_t cap = m->n_pages * m->page_size, w = (F->max_kv + 255) / 256 * 256;
+        F->kv_width = w < cap ? w : cap;
+        F->max_pages = (int)((F->kv_width + m->page_size - 1) / m->page_size);
     }
     F->T = T;
     F->n_seq = n;
@@ -470,7 +486,6 @@ static dsrt_status build_rows(fwd *F, const dsrt_batch_item *items, int n)
         return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory for %lld rows", (long long)T);
     int64_t r = 0;
     F->n_logit_rows = 0;
-    F->max_kv = 0;
     for (int i = 0; i < n; i++) {
         dsrt_seq *s = items[i].seq;
         for (int p = 0; p < F->max_pages; p++) F->block_table[i * F->max_pages + p] = p < s->n_pages ? s->pages[p] : -1;
@@ -483,7 +498,6 @@ static dsrt_status build_rows(fwd *F, const dsrt_batch_item *items, int n)
             F->row_seq[r] = i;
             F->kv_len[r] = (int32_t)(pos + 1);
             F->kv_start[r] = (int32_t)base;
-            if (pos + 1 > F->max_kv) F->max_kv = pos + 1;
             if (items[i].all_logits || j == items[i].n_tokens - 1) F->logit_rows[F->n_logit_rows++] = (int32_t)r;
         }
     }
@@ -525,13 +539,12 @@ static void free_rows(fwd *F)
     free(F->block_table);
 }
 
-/* ---- §2 the whole model ---- */
-static dsrt_status run(fwd *F, float *logits)
+/* ---- §2 the whole model: embedding, layers, final norm and head; ops only (recordable) ---- */
+static dsrt_status compute(fwd *F, dsrt_tensor *out)
 {
     dsrt_model *m = F->m;
     const dsrt_model_config *c = &m->cfg;
     int64_t T = F->T, H = c->hidden_size, V = c->vocab_size;
-    DSRT_TRY(upload_rows(F));
     /* h0 = embed[token] */
     stream_pos p = {m->place.embed, 0, -1};
     DSRT_TRY(dsrt_embed(ST(F, p.dev), &m->embed, &F->d[p.dev].tokens, &F->d[p.dev].state[0]));
@@ -540,16 +553,76 @@ static dsrt_status run(fwd *F, float *logits)
     /* logits = lm_head . RMSNorm(h), on the rows asked for, in fp32 */
     DSRT_TRY(stream_to(F, &p, m->place.head));
     int dev = p.dev;
-    dsrt_tensor hn, sel, out;
+    dsrt_tensor hn, sel;
     DSRT_TRY(tmp(F, dev, m->act, 2, S2(T, H), &hn));
     const dsrt_tensor *res = p.res >= 0 ? &F->d[dev].state[p.res] : NULL;
     DSRT_TRY(dsrt_rms_norm(ST(F, dev), &F->d[dev].state[p.h], &m->final_norm, res, (float)c->rms_norm_eps, &hn, res));
     DSRT_TRY(tmp(F, dev, m->act, 2, S2(F->n_logit_rows, H), &sel));
     DSRT_TRY(dsrt_embed(ST(F, dev), &hn, &F->d[dev].logit_rows, &sel)); /* row gather */
-    DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(F->n_logit_rows, V), &out));
-    DSRT_TRY(dsrt_linear(ST(F, dev), &sel, &m->lm_head, false, false, 1.0f, &out));
-    DSRT_TRY(dsrt_stream_read(ST(F, dev), out.buf, out.offset, logits, dsrt_tensor_nbytes(&out)));
-    return dsrt_stream_sync(ST(F, dev));
+    DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(F->n_logit_rows, V), out));
+    return dsrt_linear(ST(F, dev), &sel, &m->lm_head, false, false, 1.0f, out);
+}
+
+/* The cache entry for this forward's shape (a free or the least recently used one when new). */
+static dsrt_graph_entry *graph_entry(fwd *F)
+{
+    dsrt_model *m = F->m;
+    uint64_t gen = m->devs[0].arena.generation;
+    dsrt_graph_entry *victim = &m->graphs[0];
+    for (int i = 0; i < DSRT_GRAPH_CACHE; i++) {
+        dsrt_graph_entry *e = &m->graphs[i];
+        if (e->seen && e->T == F->T && e->n_seq == F->n_seq && e->max_pages == F->max_pages && e->kv_width == F->kv_width &&
+            e->n_logit_rows == F->n_logit_rows && e->select == F->select && e->arena_generation == gen)
+            return e;
+        if (e->last_use < victim->last_use) victim = e;
+    }
+    dsrt_graph_release(victim->graph); /* streams are idle between forwards */
+    memset(victim, 0, sizeof *victim);
+    *victim = (dsrt_graph_entry){F->T, F->n_seq, F->max_pages, F->kv_width, F->n_logit_rows, F->select, gen, 0, 0, NULL, {0}};
+    return victim;
+}
+
+/* Runs the forward: uploads the rows' metadata, then the ops directly, or as a recorded graph
+ * (recorded on the second forward of a shape, replayed from then on), and reads the logits. */
+static dsrt_status run(fwd *F, float *logits)
+{
+    dsrt_model *m = F->m;
+    DSRT_TRY(upload_rows(F));
+    dsrt_tensor out;
+    int head = m->place.head;
+    dsrt_stream *s = ST(F, head);
+    if (F->graph) {
+        dsrt_graph_entry *e = graph_entry(F);
+        e->last_use = ++m->graph_clock;
+        if (!e->graph && e->seen) {
+            dsrt_status st = dsrt_stream_begin_capture(s);
+            if (dsrt_status_code(st) == DSRT_CODE_UNIMPLEMENTED) {
+                dsrt_status_free(st);
+                m->graphs_off = true;
+            } else {
+                DSRT_TRY(st);
+                st = compute(F, &e->logits);
+                dsrt_graph *g = NULL;
+                dsrt_status end = dsrt_stream_end_capture(s, &g);
+                if (st || end) {
+                    dsrt_graph_release(g);
+                    dsrt_status_free(end);
+                    return st ? st : dsrt_error(DSRT_CODE_INTERNAL, "recording the decode graph failed");
+                }
+                e->graph = g;
+            }
+        }
+        e->seen++;
+        if (e->graph) {
+            DSRT_TRY(dsrt_graph_launch(e->graph, s));
+            m->graph_replays++;
+            DSRT_TRY(dsrt_stream_read(s, e->logits.buf, e->logits.offset, logits, dsrt_tensor_nbytes(&e->logits)));
+            return dsrt_stream_sync(s);
+        }
+    }
+    DSRT_TRY(compute(F, &out));
+    DSRT_TRY(dsrt_stream_read(s, out.buf, out.offset, logits, dsrt_tensor_nbytes(&out)));
+    return dsrt_stream_sync(s);
 }
 
 dsrt_status dsrt_model_forward(dsrt_model *m, const dsrt_batch_item *items, int n_items, float *logits)

@@ -103,6 +103,7 @@ dsrt_status dsrt_model_load(const char *dir, const dsrt_model_options *opt_in, d
     m->rope_positions = m->n_pages * m->page_size;
     m->softmax_scale = (float)dsrt_config_softmax_scale(c);
     m->always_select = opt.always_select;
+    m->graphs_off = getenv("DSRT_NO_GRAPHS") != NULL;
     if (opt.synthetic_config) st = dsrt_checkpoint_synthetic(&m->cfg, opt.synthetic_seed, &m->ck);
     else if (opt.memory_config) st = dsrt_checkpoint_open_memory(dir, opt.memory_weights, opt.memory_weights_size, &m->ck);
     else st = dsrt_checkpoint_open(dir, &m->ck);
@@ -129,6 +130,7 @@ void dsrt_model_free(dsrt_model *m)
     if (!m) return;
     for (int d = 0; d < m->n_devs; d++)
         if (m->devs[d].stream) dsrt_status_free(dsrt_stream_sync(m->devs[d].stream));
+    for (int i = 0; i < DSRT_GRAPH_CACHE; i++) dsrt_graph_release(m->graphs[i].graph);
     if (m->layers) {
         for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++) {
             dsrt_buffer_release(m->layers[l].kv_buf);
@@ -154,6 +156,7 @@ const dsrt_model_config *dsrt_model_get_config(const dsrt_model *m) { return &m-
 dsrt_numerics dsrt_model_numerics(const dsrt_model *m) { return m->numerics; }
 uint64_t dsrt_model_weight_bytes(const dsrt_model *m) { return m->weight_bytes; }
 const char *dsrt_model_placement_summary(const dsrt_model *m) { return m->summary; }
+uint64_t dsrt_model_graph_replays(const dsrt_model *m) { return m->graph_replays; }
 
 dsrt_status dsrt_seq_create(dsrt_model *m, dsrt_seq **out)
 {

@@ -34,6 +34,7 @@ typedef struct dsrt_arena {
     int n, cur;
     size_t off;
     size_t used_total, high_water;
+    uint64_t generation; /* changes whenever the chunks change: recorded graphs hold their addresses */
 } dsrt_arena;
 
 typedef struct dsrt_arena_mark {
@@ -89,6 +90,20 @@ typedef struct dsrt_layer {
     dsrt_buffer *kv_buf, *idx_buf;
 } dsrt_layer;
 
+/* A recorded decode forward (embedding to logits) for one shape, replayed while the shape and the
+ * workspace stay the same: the decode step without per-op launch overhead. */
+typedef struct dsrt_graph_entry {
+    int64_t T, n_seq, max_pages, kv_width, n_logit_rows;
+    bool select;
+    uint64_t arena_generation;
+    int seen;          /* forwards of this shape so far: capture on the second (the workspace has grown) */
+    uint64_t last_use;
+    dsrt_graph *graph;
+    dsrt_tensor logits;
+} dsrt_graph_entry;
+
+#define DSRT_GRAPH_CACHE 8
+
 struct dsrt_model {
     char dir[1024];
     dsrt_model_config cfg;
@@ -112,6 +127,9 @@ struct dsrt_model {
     int64_t rope_positions; /* rows of the cos/sin tables */
     float softmax_scale;
     bool always_select;
+    bool graphs_off;   /* the device cannot capture, or DSRT_NO_GRAPHS is set */
+    dsrt_graph_entry graphs[DSRT_GRAPH_CACHE];
+    uint64_t graph_clock, graph_replays;
     char summary[512];
 };
 

@@ -259,8 +259,8 @@ int dsrt_cmd_bench(int argc, char **argv)
     if ((st = measure_bandwidth(backend, &bw))) goto done;
     double bytes = decode_bytes(c, fp8, (int)batch, context + gen / 2);
     double roof = bytes / (bw * 1e9);
-    printf("decode: batch %lld at context %lld: %.2f ms/step = %.2f tokens/s\n", batch, context, t_decode * 1e3,
-           (double)batch / t_decode);
+    printf("decode: batch %lld at context %lld: %.2f ms/step = %.2f tokens/s (%llu of %lld steps replayed a recorded graph)\n",
+           batch, context, t_decode * 1e3, (double)batch / t_decode, (unsigned long long)dsrt_model_graph_replays(m), gen + 1);
     printf("bandwidth: %.1f GB/s measured on %s (copy, read + write)\n", bw, backend);
     printf("roofline: %.3f GB read per step -> %.2f ms at that bandwidth; decode reaches %.1f%% of it\n", bytes / 1e9, roof * 1e3,
            100.0 * roof / t_decode);

@@ -52,6 +52,8 @@ const dsrt_model_config *dsrt_model_get_config(const dsrt_model *m);
 dsrt_numerics dsrt_model_numerics(const dsrt_model *m);
 /* Bytes of weights the model holds on its devices. */
 uint64_t dsrt_model_weight_bytes(const dsrt_model *m);
+/* How many forwards ran as a replayed recorded graph (decode steps on one device). */
+uint64_t dsrt_model_graph_replays(const dsrt_model *m);
 /* A one-line description of where each block runs. */
 const char *dsrt_model_placement_summary(const dsrt_model *m);
 
