@@ -1053,6 +1053,40 @@ END_TEST
 
 /* ---- runtime: transfers, fills, events, graphs ---- */
 
+/* Collectives on CUDA devices go through NCCL when it loads (one rank here: all_reduce and broadcast
+ * must return the input; all_gather the input once). Without NCCL the in-process implementation runs. */
+START_TEST(t_collectives)
+{
+    dsrt_comm *c = NULL;
+    ck_ok(dsrt_comm_init_all(NULL, &g_gpu, 1, &c));
+    printf("collectives on %s: %s\n", dsrt_device_label(g_gpu), dsrt_comm_impl(c));
+    int64_t n = 4099;
+    float *h = malloc(sizeof(float) * (size_t)n), *back = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) h[i] = (float)(i % 97) - 48.5f;
+    dsrt_buffer *a, *b;
+    ck_ok(dsrt_buffer_alloc(g_gpu, sizeof(float) * (size_t)n, &a));
+    ck_ok(dsrt_buffer_alloc(g_gpu, sizeof(float) * (size_t)n, &b));
+    dsrt_tensor ta, tb;
+    ck_ok(dsrt_tensor_make(a, 0, DSRT_F32, 1, (int64_t[]){n}, &ta));
+    ck_ok(dsrt_tensor_make(b, 0, DSRT_F32, 1, (int64_t[]){n}, &tb));
+    ck_ok(dsrt_stream_write(g_gs, a, 0, h, sizeof(float) * (size_t)n));
+    ck_ok(dsrt_all_reduce(c, &ta, &tb, DSRT_REDUCE_SUM, g_gs));
+    ck_ok(dsrt_stream_read(g_gs, b, 0, back, sizeof(float) * (size_t)n));
+    ck_ok(dsrt_stream_sync(g_gs));
+    ck_assert_msg(memcmp(h, back, sizeof(float) * (size_t)n) == 0, "1-rank all_reduce changed the data");
+    ck_ok(dsrt_all_gather(c, &ta, &tb, g_gs));
+    ck_ok(dsrt_stream_read(g_gs, b, 0, back, sizeof(float) * (size_t)n));
+    ck_ok(dsrt_stream_sync(g_gs));
+    ck_assert_msg(memcmp(h, back, sizeof(float) * (size_t)n) == 0, "1-rank all_gather changed the data");
+    record("collectives", dsrt_comm_impl(c), 0, 0);
+    dsrt_comm_release(c);
+    dsrt_buffer_release(a);
+    dsrt_buffer_release(b);
+    free(h);
+    free(back);
+}
+END_TEST
+
 START_TEST(t_runtime)
 {
     size_t n = 20u << 20; /* larger than the staging buffers: several chunks */
@@ -1204,7 +1238,8 @@ int main(void)
                  {"topk", t_topk},
                  {"moe", t_moe},
                  {"sample", t_sample},
-                 {"runtime", t_runtime}};
+                 {"runtime", t_runtime},
+                 {"collectives", t_collectives}};
     const char *only = getenv("DSRT_TEST_CUDA_ONLY");
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         bool take = !only || !*only;
