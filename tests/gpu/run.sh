@@ -85,25 +85,25 @@ if [ $DO_SAN -eq 1 ] && [ -n "$TEST_CUDA" ] && ! grep -q "^cuda: no device" "$LO
   fi
 fi
 
-if "$DSRT" conform --help >/dev/null 2>&1; then
-  step "dsrt conform (cuda:0)" "$LOG/conform.log" "$DSRT" conform --device cuda:0
-else
-  note "dsrt conform" "SKIP (not in this build)"
-fi
-if [ -x "$ROOT/tests/golden/run.sh" ]; then
-  step "golden model tests" "$LOG/golden.log" env DSRT_DEVICE=cuda:0 DSRT=$DSRT "$ROOT/tests/golden/run.sh"
-else
-  note "golden model tests" "SKIP (tests/golden/run.sh not present)"
+# Conformance of every op against the CPU, with the whole-model golden cases (tests/data).
+step "dsrt conform (cuda)" "$LOG/conform.log" "$DSRT" conform --backend cuda --golden "$ROOT/tests/data" \
+     --report "$LOG/conform.json" --html "$LOG/conform.html"
+tail -3 "$LOG/conform.log"
+# The golden model tests (f32 vs transformers, fp8 vs the official code, decode/chunk/batch/graph checks).
+TEST_MODEL=$(find "$BUILD" -name test_model -type f -perm -u+x | head -1)
+if [ -n "$TEST_MODEL" ]; then
+  step "golden model tests (cuda:0)" "$LOG/golden.log" env DSRT_TEST_DEVICE=cuda:0 "$TEST_MODEL"
+  grep -E "on cuda|Checks" "$LOG/golden.log"
 fi
 
 if [ $DO_BENCH -eq 1 ]; then
-  if "$DSRT" bench-ops --help >/dev/null 2>&1; then
-    step "bench-ops" "$LOG/bench.log" "$DSRT" bench-ops --device cuda:0
-    cat "$LOG/bench.log"
-  elif "$DSRT" bench --help >/dev/null 2>&1; then
-    step "bench" "$LOG/bench.log" "$DSRT" bench --device cuda:0
-    cat "$LOG/bench.log"
-  fi
+  step "bench --ops (cuda)" "$LOG/bench-ops.log" "$DSRT" bench --ops --backend cuda
+  cat "$LOG/bench-ops.log"
+  for b in 1 8 64; do
+    step "bench slice batch $b" "$LOG/bench-slice-$b.log" "$DSRT" bench --synthetic slice --backend cuda --batch $b \
+         --prompt 64 --gen 32 --context 4096
+    grep -E "decode|roofline|bandwidth" "$LOG/bench-slice-$b.log"
+  done
 fi
 
 echo
