@@ -72,44 +72,39 @@ __kernel void attn_positions(int mode, __global const uchar *lb, ulong lo_, long
     long base = mode == 1 ? ((__global const int *)(kb + ko))[t * ks0] : 0;
     __global const int *bt = (__global const int *)(btb + bto);
     __global int *out = list + t * cap;
+    /* Candidates: positions pbeg..pend-1, or the sorted DSA indices (duplicates dropped). The sort and
+     * the compaction run unconditionally (n_pad is 1 without indices): barriers never sit inside
+     * branches, which some OpenCL compilers for CPUs mishandle. */
+    long pend = len, pbeg = 0;
+    if (mode == 0 && pend > P * page) pend = P * page;
+    if (mode == 1) {
+        if (pend > S - base) pend = S - base;
+        if (pbeg < -base) pbeg = -base;
+    }
+    __global const int *idx = (__global const int *)(ib + io);
+    for (int i = lid; i < n_pad; i += L) {
+        int p = (has_idx && i < kidx) ? idx[t * is0 + i] : INT_MAX;
+        sorted[i] = (p >= 0 && p < len) ? p : INT_MAX;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    bitonic_sort_int(sorted, n_pad);
+    long ncand = has_idx ? n_pad : (pend > pbeg ? pend - pbeg : 0);
     int n = 0;
-    if (!has_idx) {
-        /* positions 0..len-1; only those that can map to a row are scanned */
-        long pend = len;
-        if (mode == 0 && pend > P * page) pend = P * page;
-        long pbeg = 0;
-        if (mode == 1) {
-            if (pend > S - base) pend = S - base;
-            if (pbeg < -base) pbeg = -base;
-        }
-        for (long c0 = pbeg; c0 < pend; c0 += L) {
-            long p = c0 + lid;
-            long r = p < pend ? key_row(mode, p, seq, base, bt, bt0, bt1, P, page, S) : -1;
-            int total;
-            int at = wg_scan_excl(r >= 0, tmp, &total);
-            if (r >= 0 && n + at < cap) out[n + at] = (int)r;
-            n += total;
-        }
-    } else {
-        __global const int *idx = (__global const int *)(ib + io);
-        for (int i = lid; i < n_pad; i += L) {
-            int p = i < kidx ? idx[t * is0 + i] : INT_MAX;
-            sorted[i] = (p >= 0 && p < len) ? p : INT_MAX;
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        bitonic_sort_int(sorted, n_pad);
-        for (int c0 = 0; c0 < n_pad; c0 += L) {
-            int i = c0 + lid;
-            long r = -1;
-            if (i < n_pad) {
+    for (long c0 = 0; c0 < ncand; c0 += L) {
+        long i = c0 + lid, r = -1;
+        if (i < ncand) {
+            if (has_idx) {
                 int p = sorted[i];
-                if (p != INT_MAX && (i == 0 || sorted[i - 1] != p)) r = key_row(mode, p, seq, base, bt, bt0, bt1, P, page, S);
+                if (p != INT_MAX && (i == 0 || sorted[i - 1] != p))
+                    r = key_row(mode, p, seq, base, bt, bt0, bt1, P, page, S);
+            } else {
+                r = key_row(mode, pbeg + i, seq, base, bt, bt0, bt1, P, page, S);
             }
-            int total;
-            int at = wg_scan_excl(r >= 0, tmp, &total);
-            if (r >= 0 && n + at < cap) out[n + at] = (int)r;
-            n += total;
         }
+        int total;
+        int at = wg_scan_excl(r >= 0, tmp, &total);
+        if (r >= 0 && n + at < cap) out[n + at] = (int)r;
+        n += total;
     }
     if (lid == 0) count[t] = n < cap ? n : (int)cap;
 }
@@ -159,14 +154,15 @@ __kernel void mla_decode_scores(__global const uchar *qlb, ulong qlo, int qldt, 
     long t = get_group_id(1), j0 = (long)get_group_id(0) * TJ;
     int lid = get_local_id(0), L = get_local_size(0);
     int n = count[t];
-    if (j0 >= n) return;
+    /* tiles past the row's positions stage nothing and write nothing (no early return: barriers follow) */
     int nrows = n - j0 < TJ ? (int)(n - j0) : TJ;
+    if (nrows < 0) nrows = 0;
     for (int j = lid; j < nrows; j += L) rows[j] = list[t * cap + j0 + j];
     barrier(CLK_LOCAL_MEM_FENCE);
     const int jsets = TJ / JPT;
     const int items = (int)((nh + 1) / 2) * jsets;
     const int hp = lid / jsets, js = lid % jsets;
-    const bool active = lid < items;
+    const bool active = lid < items && nrows > 0;
     float lat0[JPT], lat1[JPT], pe0[JPT], pe1[JPT];
 #pragma unroll
     for (int j = 0; j < JPT; j++) lat0[j] = lat1[j] = pe0[j] = pe1[j] = 0.0f;
@@ -219,8 +215,7 @@ __kernel void attn_softmax(__global float *S, __global const int *count, long ca
     __local float red[DSRT_WG];
     long h = get_group_id(0), t = get_group_id(1);
     int lid = get_local_id(0), L = get_local_size(0);
-    int n = count[t];
-    if (n <= 0) return;
+    int n = count[t]; /* n <= 0: the loops below do nothing */
     __global float *row = S + (t * Hh + h) * cap;
     float m = -INFINITY;
     for (int j = lid; j < n; j += L) m = row[j] > m ? row[j] : m;

@@ -152,7 +152,7 @@ DEV float quant_block(__global const uchar *x, int xdt, long xi, __global uchar 
                       __local float *red)
 {
     int lid = get_local_id(0), L = get_local_size(0);
-    float amax = 0.0f;
+    float amax = 0.0f; /* n = 0: no data, only the barriers */
     for (long i = lid; i < n; i += L) {
         float a = fabs(ldf(x, xdt, xi + i));
         if (a > amax) amax = a;
@@ -213,22 +213,23 @@ __kernel void cache_write(__global const uchar *xb, ulong xo, int xdt, long xs0,
     long t = get_group_id(1);
     int lid = get_local_id(0), L = get_local_size(0);
     int slot = ((__global const int *)(sb + so))[t * ss0];
-    if (slot < 0 || slot >= S) return; /* uniform over the group */
+    /* a skipped slot still runs the loops (with no data) so every barrier is reached unconditionally */
+    const bool ok = slot >= 0 && slot < S;
     __global const uchar *x = xb + xo, *x2 = x2b + x2o;
-    if (!fp8) {
+    if (!fp8 && ok) {
         __global uchar *c = cb + co;
         for (long i = lid; i < W1 + W2; i += L) {
             float v = i < W1 ? ldf(x, xdt, t * xs0 + i) : ldf(x2, x2dt, t * x2s0 + (i - W1));
             stf(c, cdt, (long)slot * cs0 + i, v);
         }
-        return;
     }
-    __global uchar *row = cb + co + (long)slot * cs0;
-    long nb = (W1 + 127) / 128;
-    for (long bi = 0; bi < nb; bi++) {
+    __global uchar *row = cb + co + (ok ? (long)slot * cs0 : 0);
+    long nb = (W1 + 127) / 128, nbq = fp8 ? nb : 0;
+    for (long bi = 0; bi < nbq; bi++) {
         long k0 = bi * 128, n = W1 - k0 < 128 ? W1 - k0 : 128;
-        float s = quant_block(x, xdt, t * xs0 + k0, row, k0, n, pow2, red);
-        if (lid == 0) st_f32_bytes(row + W1 + 4 * bi, s);
+        float s = quant_block(x, xdt, t * xs0 + k0, row, k0, ok ? n : 0, pow2, red);
+        if (lid == 0 && ok) st_f32_bytes(row + W1 + 4 * bi, s);
     }
-    for (long i = lid; i < W2; i += L) st_bf16_bytes(row + W1 + 4 * nb + 2 * i, ldf(x2, x2dt, t * x2s0 + i));
+    if (fp8 && ok)
+        for (long i = lid; i < W2; i += L) st_bf16_bytes(row + W1 + 4 * nb + 2 * i, ldf(x2, x2dt, t * x2s0 + i));
 }

@@ -76,13 +76,14 @@ DEV int select_best(__global const float *row, long n, int want, ulong limit, __
     atomic_add(&sh[0], cnt);
     barrier(CLK_LOCAL_MEM_FENCE);
     int nvalid = sh[0];
-    ulong thr = 1; /* collect keys >= thr */
-    if (nvalid > want) {
-        int pb = 1;
-        while (pb < 32 && ((long)1 << pb) < n) pb++;
-        int p8 = (pb + 7) / 8 * 8, npass = 4 + p8 / 8;
-        ulong prefix = 0;
-        int need = want;
+    /* radix passes only when there are more candidates than wanted (a loop of zero trips otherwise:
+     * no barrier inside a branch) */
+    int pb = 1;
+    while (pb < 32 && ((long)1 << pb) < n) pb++;
+    int p8 = (pb + 7) / 8 * 8, npass = nvalid > want ? 4 + p8 / 8 : 0;
+    ulong prefix = 0;
+    int need = want;
+    {
         for (int ps = 0; ps < npass; ps++) {
             int shift = ps < 4 ? 56 - 8 * ps : p8 - 8 - 8 * (ps - 4);
             if (ps == 4 && p8 < 32) prefix |= ((ulong)0xffffffffu >> p8) << p8; /* position bits every key shares */
@@ -111,8 +112,8 @@ DEV int select_best(__global const float *row, long n, int want, ulong limit, __
             need = sh[3];
             barrier(CLK_LOCAL_MEM_FENCE);
         }
-        thr = prefix;
     }
+    ulong thr = npass ? prefix : 1; /* collect keys >= thr */
     for (long j = lid; j < n; j += L) {
         ulong k = rank_key(row[j], j);
         if (k != 0 && k < limit && k >= thr) {
@@ -170,11 +171,9 @@ __kernel void indexer_scores(__global const uchar *qb, ulong qo, int qdt, long q
     int len = ((__global const int *)(lb + lo_))[t * ls0];
     long n = len < 0 ? 0 : (len > Lout ? Lout : len);
     __global float *out = (__global float *)(ob + oo) + t * os0;
-    if (j0 >= n) {
-        for (int j = lid; j < IX_TJ; j += L)
-            if (j0 + j < Lout) out[j0 + j] = -INFINITY;
-        return;
-    }
+    /* a tile past the row's length only writes -inf: its head loop runs no iterations (no early return,
+     * barriers follow) */
+    const long Hrun = j0 < n ? Hi : 0;
     int seq = ((__global const int *)(rsb + rso))[t * rss0];
     if (seq >= seq_rows) seq = -1;
     __global const int *bt = (__global const int *)(btb + bto);
@@ -194,7 +193,7 @@ __kernel void indexer_scores(__global const uchar *qb, ulong qo, int qdt, long q
     const int hq = lid / 16, pq = lid % 16;
     float score[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     __global const float *w = (__global const float *)(wb + wo) + t * ws0;
-    for (long hb0 = 0; hb0 < Hi; hb0 += HB) {
+    for (long hb0 = 0; hb0 < Hrun; hb0 += HB) {
         float dacc[4][4];
         for (int a = 0; a < 4; a++)
             for (int b = 0; b < 4; b++) dacc[a][b] = 0.0f;

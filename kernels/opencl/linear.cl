@@ -84,7 +84,8 @@ DEV float16 load16_x(__global const uchar *row, long c, int xdt)
         ss_c, yb, yo, ydt, ys0, ys_g, K, N, M, alpha, tk, vec, gb, go, gs0, active, grouped, ksplit, kchunk, part
 
 /* Resolves the work group's batch: the head (HEAD_LINEAR), the active expert (grouped) or 0, and its
- * rows of x. Returns false when the group has nothing to do. */
+ * rows of x. A slot without an expert gets an empty row range (and batch 0), so the group still
+ * reaches every barrier without work instead of returning early. */
 DEV bool batch_rows(int grouped, __global const uchar *gb, ulong go, long gs0, __global const int *active, long M,
                     int *g, long *m_begin, long *m_end)
 {
@@ -93,7 +94,11 @@ DEV bool batch_rows(int grouped, __global const uchar *gb, ulong go, long gs0, _
     *m_end = M;
     if (!grouped) return true;
     *g = active[get_group_id(1)];
-    if (*g < 0) return false;
+    if (*g < 0) {
+        *g = 0;
+        *m_end = 0;
+        return false;
+    }
     __global const int *off = (__global const int *)(gb + go);
     long a = off[(long)*g * gs0], b = off[(long)(*g + 1) * gs0];
     *m_begin = a < 0 ? 0 : (a > M ? M : a);
@@ -108,7 +113,7 @@ DEV void gemv_body(GEMV_PARAMS, __local float *red, __local float *lut, const in
     const long n0 = ((long)get_group_id(0) * tr + rg) * GEMV_RPT;
     int g;
     long m_begin, m_end;
-    if (!batch_rows(grouped, gb, go, gs0, active, M, &g, &m_begin, &m_end)) return;
+    batch_rows(grouped, gb, go, gs0, active, M, &g, &m_begin, &m_end);
     if (lut_mode) {
         for (int i = lid; i < 256; i += WGS) lut[i] = e4m3_to_f32((uint)i);
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -273,11 +278,15 @@ __kernel void gemm_tiled(__global const uchar *xb, ulong xo, int xdt, long xs0, 
         m_end = m_begin + TM < M ? m_begin + TM : M;
     } else {
         g = active[get_group_id(2)];
-        if (g < 0) return;
-        __global const int *off = (__global const int *)(gb + go);
-        long a = off[(long)g * gs0], b = off[(long)(g + 1) * gs0];
-        m_begin = a < 0 ? 0 : (a > M ? M : a);
-        m_end = b < 0 ? 0 : (b > M ? M : b);
+        m_begin = m_end = 0; /* a slot without an expert runs no tiles (its barriers are all in the loop) */
+        if (g >= 0) {
+            __global const int *off = (__global const int *)(gb + go);
+            long a = off[(long)g * gs0], b = off[(long)(g + 1) * gs0];
+            m_begin = a < 0 ? 0 : (a > M ? M : a);
+            m_end = b < 0 ? 0 : (b > M ? M : b);
+        } else {
+            g = 0;
+        }
     }
     const int wes = dt_size(wdt), xes = dt_size(xdt), yes = dt_size(ydt), ses = sdt == DT_UE8M0 ? 1 : 4;
     __global const uchar *wbase = wb + wo + (long)g * ws_g * wes;

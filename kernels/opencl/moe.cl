@@ -16,17 +16,17 @@ __kernel void moe_gate(__global const uchar *lb, ulong lo_, long ls0, long E,
     __global const float *lg = (__global const float *)(lb + lo_) + t * ls0;
     for (long i = lid; i < E; i += L) s[i] = lg[i];
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (softmax) {
-        float m = -INFINITY;
-        for (long i = lid; i < E; i += L) m = s[i] > m ? s[i] : m;
-        m = wg_max(m, red);
-        float acc = 0.0f;
-        for (long i = lid; i < E; i += L) acc += (s[i] = exp(s[i] - m));
-        float sum = wg_sum(acc, red);
-        for (long i = lid; i < E; i += L) s[i] /= sum;
-    } else {
-        for (long i = lid; i < E; i += L) s[i] = 1.0f / (1.0f + exp(-s[i]));
+    /* The softmax reductions run for either score function (barriers outside branches). */
+    float m = -INFINITY;
+    for (long i = lid; i < E; i += L) m = s[i] > m ? s[i] : m;
+    m = wg_max(m, red);
+    float acc = 0.0f;
+    for (long i = lid; i < E; i += L) {
+        float e = exp(s[i] - m);
+        acc += e;
     }
+    float sum = wg_sum(acc, red);
+    for (long i = lid; i < E; i += L) s[i] = softmax ? exp(s[i] - m) / sum : 1.0f / (1.0f + exp(-s[i]));
     __global const float *bias = (__global const float *)(bb + bo);
     for (long i = lid; i < E; i += L) {
         choice[i] = nan_low(s[i] + (has_bias ? bias[i * bs0] : 0.0f));
@@ -34,9 +34,9 @@ __kernel void moe_gate(__global const uchar *lb, ulong lo_, long ls0, long E,
     long per = E / G;
     for (int g = lid; g < G; g += L) gkept[g] = 1;
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (G > 1) {
+    {
         /* group score: the two largest biased scores (the largest when there is no bias) */
-        for (int g = lid; g < G; g += L) {
+        for (int g = lid; g < G && G > 1; g += L) {
             float a = -INFINITY, c = -INFINITY;
             for (long i = g * per; i < (g + 1) * per; i++) {
                 if (choice[i] > a) {
@@ -50,7 +50,7 @@ __kernel void moe_gate(__global const uchar *lb, ulong lo_, long ls0, long E,
             gkept[g] = 0;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        if (lid == 0)
+        if (lid == 0 && G > 1)
             for (int n = 0; n < topk_group; n++) {
                 int best = -1;
                 for (int g = 0; g < G; g++)

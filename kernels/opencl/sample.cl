@@ -31,7 +31,10 @@ __kernel void sample(__global const uchar *lb, ulong lo_, long ls0, long V, __gl
     __global const float *row = (__global const float *)(lb + lo_) + b * ls0;
     __global int *out = (__global int *)(ob + oo) + b * os0;
 
-    if (temp <= 0.0f) {
+    /* The greedy pick runs for every row (one cheap pass) so that no barrier sits inside a branch; with
+     * temperature <= 0 the walk below runs zero times. */
+    const bool greedy = temp <= 0.0f;
+    {
         float v = NAN;
         int best = -1;
         for (long i = lid; i < V; i += L) {
@@ -55,8 +58,8 @@ __kernel void sample(__global const uchar *lb, ulong lo_, long ls0, long V, __gl
             }
             barrier(CLK_LOCAL_MEM_FENCE);
         }
-        if (lid == 0) out[0] = bi[0] < 0 ? 0 : bi[0];
-        return;
+        if (lid == 0 && greedy) out[0] = bi[0] < 0 ? 0 : bi[0];
+        barrier(CLK_LOCAL_MEM_FENCE);
     }
 
     /* max logit and the softmax denominator over all V */
@@ -86,7 +89,7 @@ __kernel void sample(__global const uchar *lb, ulong lo_, long ls0, long V, __gl
     pacc kept = 0, target = 0, cum = 0, pr0 = 0;
     int phase = 0;
     ulong limit = ~(ulong)0;
-    for (;;) {
+    for (int it = 0; !greedy; it++) {
         int cnt = select_best(row, V, C, limit, keys, C, hist, sh);
         if (lid == 0) {
             int done = cnt == 0;
@@ -144,5 +147,5 @@ __kernel void sample(__global const uchar *lb, ulong lo_, long ls0, long V, __gl
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    if (lid == 0) out[0] = (int)(pick >= 0 ? pick : (last_id >= 0 ? last_id : 0));
+    if (lid == 0 && !greedy) out[0] = (int)(pick >= 0 ? pick : (last_id >= 0 ? last_id : 0));
 }
