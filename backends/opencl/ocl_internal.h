@@ -84,11 +84,15 @@ typedef struct dsrt_ocl_backend {
 
 /* Tunables fixed per opened device (from its capabilities) and compiled into the program. */
 typedef struct dsrt_ocl_config {
-    int wg;          /* work-group size of the row kernels (norms, reductions): power of two */
+    int wg;          /* work-group size of the row kernels (norms, reductions): power of two; the
+                      * program is built for the device maximum (DSRT_WG), launches may use less */
+    bool tiled;      /* gemm_tiled can run its 16x16 groups */
     int gemv_rows;   /* weight rows per GEMV work group */
     int attn_tj;     /* cached positions per MLA-decode score tile */
     bool fp8_arith;  /* decode e4m3 with integer ops (needs denormals) instead of the local table */
     bool clblast;    /* large f32 GEMMs through CLBlast (when built with it; DSRT_OPENCL_CLBLAST=0 turns it off) */
+    bool hgemm;      /* f16 GEMMs through CLBlast's HGEMM: needs cl_khr_fp16 and DSRT_OPENCL_HGEMM=1, since
+                      * HGEMM accumulates in half precision where ops.h promises fp32 */
     size_t local_mem;
 } dsrt_ocl_config;
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "dsrt/buffer.h"
+#include "dsrt/half.h"
 #include "ocl_internal.h"
 
 #ifdef DSRT_HAVE_CLBLAST
@@ -552,25 +553,46 @@ static dsrt_status lin_gemv(dsrt_ocl_stream *s, const dsrt_lin *L)
                ((size_t)L->ws_g * wes) % 16 == 0 && (!w->scale.buf || L->act || w->scale.block[1] % 16 == 0);
     int WG = wg_of(s);
     int64_t kv = vec ? L->K / 16 : L->K;
-    int tk = pow2_floor(kv / 2 > 1 ? kv / 2 : 1);
+    /* Work items along K: the largest power of two that keeps them all busy (at least 2 steps each,
+     * >= 90% of the steps doing work); the rest of the group takes more rows. */
+    int tk = 16;
+    for (int cand = WG; cand >= 16; cand /= 2) {
+        int64_t iters = (kv + cand - 1) / cand;
+        if (iters >= 2 && (double)kv / (double)(iters * cand) >= 0.9) {
+            tk = cand;
+            break;
+        }
+    }
     if (tk > WG) tk = WG;
     int tr = WG / tk, rows_per_wg = tr * d->cfg.gemv_rows;
     int64_t nwg = (L->N + rows_per_wg - 1) / rows_per_wg;
-    /* Split K when the layer has too few row groups to fill the device (small-N projections). */
+    int64_t iters = (kv + tk - 1) / tk;
+    /* Split K when the layer has too few row groups to fill the device (small-N projections): into a
+     * number of parts that divides the steps evenly where one exists. */
     int ksplit = 1;
-    if (!L->grouped && L->batch == 1 && nwg < 2 * (int64_t)d->info->caps.compute_units) {
+    if (!L->grouped && L->batch == 1 && nwg < 2 * (int64_t)d->info->caps.compute_units && iters > 1) {
         int64_t want = (2 * (int64_t)d->info->caps.compute_units + nwg - 1) / nwg;
-        int64_t most = kv / tk; /* each split keeps at least one step per item */
-        ksplit = (int)(want < most ? want : most);
-        if (ksplit > 16) ksplit = 16;
-        if (ksplit < 1) ksplit = 1;
+        if (want > 16) want = 16;
+        int64_t pick = want < iters ? want : iters;
+        for (int64_t ks = pick; ks <= iters && ks <= 16; ks++)
+            if (iters % ks == 0) {
+                pick = ks;
+                break;
+            }
+        ksplit = (int)pick;
     }
     int64_t kchunk = L->K;
     if (ksplit > 1) {
         int64_t step = vec ? 16 * (int64_t)tk : tk;
-        kchunk = ((L->K + ksplit - 1) / ksplit + step - 1) / step * step;
+        kchunk = (iters + ksplit - 1) / ksplit * step;
         ksplit = (int)((L->K + kchunk - 1) / kchunk);
     }
+    int sbc_shift = -1;
+    if (w->scale.buf && (w->scale.block[1] & (w->scale.block[1] - 1)) == 0)
+        for (sbc_shift = 0; (1 << sbc_shift) < w->scale.block[1]; sbc_shift++) {}
+    /* activation rows on 16-byte boundaries read as float4 (the quantized scratch always is) */
+    size_t xes = dsrt_dtype_size(L->act ? DSRT_F32 : L->x->dtype);
+    bool xvec = L->act || (L->x->offset % 16 == 0 && ((size_t)L->xs0 * xes) % 16 == 0 && ((size_t)L->xs_g * xes) % 16 == 0);
     cl_mem part = NULL;
     if (ksplit > 1) DSRT_TRY(dsrt_ocl_scratch(s, 3, (size_t)(ksplit * L->M * L->N) * 4, &part));
     dsrt_ocl_kernel_id id = w->dtype == DSRT_F32    ? DSRT_OCL_K_gemv_f32
@@ -599,6 +621,8 @@ static dsrt_status lin_gemv(dsrt_ocl_stream *s, const dsrt_lin *L)
     ka_i32(&a, ksplit);
     ka_i64(&a, kchunk);
     ka_mem(&a, part);
+    ka_i32(&a, sbc_shift);
+    ka_i32(&a, xvec);
     size_t g[3] = {(size_t)nwg * (size_t)WG, (size_t)L->batch, (size_t)ksplit}, l[3] = {(size_t)WG, 1, 1};
     DSRT_TRY(dsrt_launch(s, id, &a, 3, g, l));
     if (ksplit == 1) return DSRT_OK;
@@ -681,6 +705,16 @@ static dsrt_status op_linear(dsrt_ocl_stream *s, const dsrt_op *op)
                                            (size_t)y->stride[0], &q, NULL),
                               "SGEMM");
     }
+    if (!grouped && !L.act && s->dev->cfg.hgemm && L.M >= 32 && x->dtype == DSRT_F16 && w->dtype == DSRT_F16 &&
+        y->dtype == DSRT_F16 && !w->scale.buf) {
+        cl_command_queue q = s->q;
+        return clblast_status(CLBlastHgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, (size_t)L.M,
+                                           (size_t)L.N, (size_t)L.K, dsrt_f32_to_f16(L.alpha), mem_of(x->buf),
+                                           x->offset / 2, (size_t)x->stride[0], mem_of(w->buf), w->offset / 2,
+                                           (size_t)w->stride[0], dsrt_f32_to_f16(0.0f), mem_of(y->buf), y->offset / 2,
+                                           (size_t)y->stride[0], &q, NULL),
+                              "HGEMM");
+    }
 #endif
     if (L.act) {
         int64_t nkb = L.K / 128;
@@ -721,7 +755,7 @@ static dsrt_status op_linear(dsrt_ocl_stream *s, const dsrt_op *op)
     } else {
         few_rows = L.M <= 16;
     }
-    return few_rows ? lin_gemv(s, &L) : lin_tiled(s, &L);
+    return (few_rows || !s->dev->cfg.tiled) ? lin_gemv(s, &L) : lin_tiled(s, &L);
 }
 
 static dsrt_status op_head_linear(dsrt_ocl_stream *s, const dsrt_op *op)
@@ -743,7 +777,7 @@ static dsrt_status op_head_linear(dsrt_ocl_stream *s, const dsrt_op *op)
             "batched SGEMM");
     }
 #endif
-    if (tw && T <= 16) {
+    if (tw && (T <= 16 || !s->dev->cfg.tiled)) {
         dsrt_kargs a;
         DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_gemv_cols, &a));
         ka_tensor(&a, x);
@@ -782,6 +816,7 @@ static dsrt_status op_head_linear(dsrt_ocl_stream *s, const dsrt_op *op)
     L.transb = tw;
     L.alpha = 1.0f;
     lin_scales(&L, w);
+    if (!s->dev->cfg.tiled && !tw) return lin_gemv(s, &L);
     return (!tw && T <= 16) ? lin_gemv(s, &L) : lin_tiled(s, &L);
 }
 
@@ -892,13 +927,22 @@ static dsrt_status op_mla_decode(dsrt_ocl_stream *s, const dsrt_op *op)
         dsrt_tensor none;
         memset(&none, 0, sizeof none);
         DSRT_TRY(attn_positions(s, 0, &klb, &rsb, &none, &ib, bt, page, cache->shape[0], Tb, &sc));
-        /* scores: all heads of a query row share each staged cache tile; head batches keep the work
-         * items of a group (2 heads x 8 positions each) within the device's limit */
-        for (int64_t h0 = 0; h0 < Hh; h0 += 2 * (int64_t)WG) {
-            int64_t nh = Hh - h0 < 2 * (int64_t)WG ? Hh - h0 : 2 * (int64_t)WG;
+        /* scores: the heads of a query row share each staged cache tile (2 heads x 8 positions per work
+         * item). Start with 32-position tiles and every head in one group; while that leaves the device
+         * under-filled, split the heads (re-staging a tile is cheap), then shrink the tiles. */
+        int TJ = 32;
+        int64_t nh_step = 2 * (int64_t)WG / (TJ / 8);
+        if (nh_step > Hh) nh_step = Hh;
+        for (;;) {
+            int64_t wgs = (cap + TJ - 1) / TJ * Tb * ((Hh + nh_step - 1) / nh_step);
+            if (wgs >= 2 * CU) break;
+            if (nh_step >= 32) nh_step = (nh_step + 1) / 2;
+            else if (TJ > 8) TJ /= 2;
+            else break;
+        }
+        for (int64_t h0 = 0; h0 < Hh; h0 += nh_step) {
+            int64_t nh = Hh - h0 < nh_step ? Hh - h0 : nh_step;
             int64_t hp = (nh + 1) / 2;
-            int TJ = 8;
-            while (TJ < 32 && hp * (TJ * 2 / 8) <= WG) TJ *= 2;
             int items = (int)(hp * (TJ / 8));
             int Lw = pow2_ceil(items);
             if (Lw > WG) Lw = WG;
@@ -938,7 +982,8 @@ static dsrt_status op_mla_decode(dsrt_ocl_stream *s, const dsrt_op *op)
         DSRT_TRY(attn_softmax(s, &sc, Tb, Hh, bf16));
         /* p . c: splits over positions so one query row still fills the device */
         int64_t ndc = (Dc + 63) / 64;
-        int64_t nsplit = (2 * CU + ndc * Tb - 1) / (ndc * Tb);
+        /* about one wave: more splits only add partial sums to write and add up */
+        int64_t nsplit = (CU + ndc * Tb - 1) / (ndc * Tb);
         int64_t max_split = (cap + 31) / 32;
         if (nsplit > max_split) nsplit = max_split;
         if (nsplit < 1) nsplit = 1;

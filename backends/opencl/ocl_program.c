@@ -209,7 +209,11 @@ dsrt_status dsrt_ocl_build_program(dsrt_ocl_device *d)
         DSRT_TRY(dsrt_ocl_build_source(d, dsrt_opencl_source, options, &d->program));
         if (cache) dsrt_cache_store(d, d->program, dir, d->cache_path, identity, key);
     }
-    /* Every kernel the host calls must exist and accept the work-group size it is launched with. */
+    /* Every kernel the host calls must exist. Launch sizes shrink to what every kernel accepts (a
+     * register-heavy kernel may allow fewer work items than the device maximum); the tiled GEMM needs
+     * 16x16 and is skipped (GEMV instead) where it cannot have it. */
+    size_t least = (size_t)d->cfg.wg;
+    d->cfg.tiled = true;
     for (int i = 0; i < DSRT_OCL_K_COUNT; i++) {
         cl_int err;
         cl_kernel k = clCreateKernel(d->program, dsrt_ocl_kernel_names[i], &err);
@@ -223,14 +227,11 @@ dsrt_status dsrt_ocl_build_program(dsrt_ocl_device *d)
         size_t wg = 0;
         clGetKernelWorkGroupInfo(k, d->info->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
         clReleaseKernel(k);
-        if (wg && wg < (size_t)d->cfg.wg) {
-            clReleaseProgram(d->program);
-            d->program = NULL;
-            return dsrt_error(DSRT_CODE_UNIMPLEMENTED,
-                              "opencl: kernel '%s' runs at most %zu work items per group on '%s', dsrt needs %d",
-                              dsrt_ocl_kernel_names[i], wg, d->info->caps.name, d->cfg.wg);
-        }
+        if (!wg) continue;
+        if (i == DSRT_OCL_K_gemm_tiled) d->cfg.tiled = wg >= 256;
+        else if (wg < least) least = wg;
     }
+    while ((size_t)d->cfg.wg > least && d->cfg.wg > 1) d->cfg.wg /= 2; /* stays a power of two */
     d->build_seconds = dsrt_now() - t0;
     if (getenv("DSRT_OPENCL_VERBOSE"))
         fprintf(stderr, "dsrt opencl: program for '%s' ready in %.3f s (%s)\n", d->info->caps.name, d->build_seconds,

@@ -64,9 +64,14 @@ DEV float16 load16_w(__global const uchar *row, long c, const int wdt, const int
     return (float16)(p[0], p[1], p[2], p[3]);
 }
 
-/* 16 activations at element c of a row (any alignment). */
-DEV float16 load16_x(__global const uchar *row, long c, int xdt)
+/* 16 activations at element c of a row; aligned: f32 rows on 16-byte boundaries (checked by the
+ * host), read as four float4. */
+DEV float16 load16_x(__global const uchar *row, long c, int xdt, int aligned)
 {
+    if (aligned) {
+        __global const float4 *p = (__global const float4 *)(row + 4 * c);
+        return (float16)(p[0], p[1], p[2], p[3]);
+    }
     if (xdt == DT_BF16) return as_float16(convert_uint16(vload16(0, (__global const ushort *)row + c)) << 16);
     if (xdt == DT_F16) return vload_half16(0, (__global const half *)row + c);
     return vload16(0, (__global const float *)row + c);
@@ -78,10 +83,10 @@ DEV float16 load16_x(__global const uchar *row, long c, int xdt)
         ulong so, int has_ws, int sdt, int sbr, int sbc, long ss_g, long ss_r, long ss_c, __global uchar *yb,       \
         ulong yo, int ydt, long ys0, long ys_g, long K, long N, long M, float alpha, int tk, int vec,               \
         __global const uchar *gb, ulong go, long gs0, __global const int *active, int grouped, int ksplit,           \
-        long kchunk, __global float *part
+        long kchunk, __global float *part, int sbc_shift, int xvec
 #define GEMV_ARGS                                                                                                     \
     xb, xo, xdt, xs0, xs_g, xsb, xso, xs_s0, act, wb, wo, ws_g, ws_n, sb, so, has_ws, sdt, sbr, sbc, ss_g, ss_r,     \
-        ss_c, yb, yo, ydt, ys0, ys_g, K, N, M, alpha, tk, vec, gb, go, gs0, active, grouped, ksplit, kchunk, part
+        ss_c, yb, yo, ydt, ys0, ys_g, K, N, M, alpha, tk, vec, gb, go, gs0, active, grouped, ksplit, kchunk, part, sbc_shift, xvec
 
 /* Resolves the work group's batch: the head (HEAD_LINEAR), the active expert (grouped) or 0, and its
  * rows of x. A slot without an expert gets an empty row range (and batch 0), so the group still
@@ -126,6 +131,17 @@ DEV void gemv_body(GEMV_PARAMS, __local float *red, __local float *lut, const in
     __global const float *xs = (__global const float *)(xsb + xso);
     /* split-K (few output rows): this group's share of K; partial sums go to `part` */
     const long kz = get_group_id(2), kbeg = kz * kchunk, kend = kbeg + kchunk < K ? kbeg + kchunk : K;
+    /* Row pointers and scale-row offsets are fixed for the whole K loop. Rows past N read row N-1
+     * (never stored) so the inner loop has no branches. Index math inside the loop is 32-bit. */
+    __global const uchar *wrow[GEMV_RPT];
+    long srow[GEMV_RPT];
+#pragma unroll
+    for (int r = 0; r < GEMV_RPT; r++) {
+        long n = n0 + r < N ? n0 + r : N - 1;
+        wrow[r] = wbase + n * ws_n * wes;
+        srow[r] = has_ws ? (n / sbr) * ss_r : 0;
+    }
+    const int xa_vec = xvec && xdt == DT_F32;
 
     for (long m0 = m_begin; m0 < m_end; m0 += GEMV_MCH) {
         const int mc = m_end - m0 < GEMV_MCH ? (int)(m_end - m0) : GEMV_MCH;
@@ -135,26 +151,22 @@ DEV void gemv_body(GEMV_PARAMS, __local float *red, __local float *lut, const in
 #pragma unroll
             for (int m = 0; m < GEMV_MCH; m++) acc[r][m] = 0.0f;
         if (vec) {
-            for (long c = kbeg + (long)kt * 16; c < kend; c += (long)tk * 16) {
+            for (int c = (int)kbeg + kt * 16; c < (int)kend; c += tk * 16) {
                 float16 w[GEMV_RPT];
                 float sw[GEMV_RPT];
-                const long cs = act ? (c / 128) * 128 : c; /* the CPU takes the scale at the block start */
+                /* act: the CPU takes the weight scale at the 128-block start */
+                const int cs = act ? (c & ~127) : c;
+                const long soff = (long)(sbc_shift >= 0 ? cs >> sbc_shift : cs / sbc) * ss_c;
 #pragma unroll
                 for (int r = 0; r < GEMV_RPT; r++) {
-                    long n = n0 + r;
-                    if (n < N) {
-                        w[r] = load16_w(wbase + n * ws_n * wes, c, wdt, lut_mode, lut);
-                        sw[r] = has_ws ? ld_scale(sbase, sdt, (n / sbr) * ss_r + (cs / sbc) * ss_c) : 1.0f;
-                    } else {
-                        w[r] = (float16)0.0f;
-                        sw[r] = 0.0f;
-                    }
+                    w[r] = load16_w(wrow[r], c, wdt, lut_mode, lut);
+                    sw[r] = has_ws ? ld_scale(sbase, sdt, srow[r] + soff) : 1.0f;
                 }
 #pragma unroll
                 for (int m = 0; m < GEMV_MCH; m++) {
                     if (m < mc) {
-                        float16 xv = load16_x(xbase + (m0 + m) * xs0 * xes, c, xdt);
-                        float xa = act ? xs[(m0 + m) * xs_s0 + c / 128] : 1.0f;
+                        float16 xv = load16_x(xbase + (m0 + m) * xs0 * xes, c, xdt, xa_vec);
+                        float xa = act ? xs[(m0 + m) * xs_s0 + (c >> 7)] : 1.0f;
 #pragma unroll
                         for (int r = 0; r < GEMV_RPT; r++) acc[r][m] += dot16(xv, w[r]) * (sw[r] * xa);
                     }

@@ -190,6 +190,15 @@ static void tp_scale(tp *t, dsrt_dtype sdt, int br, int bc, bool random)
     free(h);
 }
 
+/* Fills both copies with 0xff bytes (NaN for floats): an element an op should write but does not shows. */
+static void tp_poison(tp *t)
+{
+    uint8_t ff = 0xff;
+    ck_ok(dsrt_stream_fill(g_cs, t->cb, 0, t->bytes, &ff, 1));
+    ck_ok(dsrt_stream_fill(g_gs, t->gb, 0, t->bytes, &ff, 1));
+    sync_both();
+}
+
 static void tp_free(tp *t)
 {
     if (!t) return;
@@ -691,6 +700,7 @@ static void linear_case(int64_t M, int64_t K, int64_t N, dsrt_dtype xdt, dsrt_dt
     tp_rand(x, 1.0f);
     tp_rand(w, wdt == DSRT_E4M3 ? 60.0f : 0.05f);
     if (wdt == DSRT_E4M3) tp_scale(w, sdt, 128, bc, true);
+    tp_poison(y);
     dsrt_op op = dsrt_op_init(DSRT_OP_LINEAR);
     op.p.act_quant = act;
     op.p.scale_pow2 = pow2;
@@ -766,6 +776,7 @@ static void grouped_case(int64_t G, int64_t R, int64_t K, int64_t N, const int32
     tp_rand(w, wdt == DSRT_E4M3 ? 60.0f : 0.05f);
     if (wdt == DSRT_E4M3) tp_scale(w, act ? DSRT_UE8M0 : DSRT_F32, 128, 128, true);
     tp_i32(o, off);
+    tp_poison(y);
     dsrt_op op = dsrt_op_init(DSRT_OP_LINEAR_GROUPED);
     op.p.act_quant = act;
     op.p.scale_pow2 = act;
@@ -806,6 +817,7 @@ START_TEST(test_head_linear)
                 tp *x = tp_make(dt, 3, xs, 2, 0), *w = tp_make(dt, 3, ws, 0, 0), *y = tp_make(dt, 3, ys, 0, 0);
                 tp_rand(x, 1.0f);
                 tp_rand(w, 0.1f);
+                tp_poison(y);
                 dsrt_op op = dsrt_op_init(DSRT_OP_HEAD_LINEAR);
                 op.p.transpose_w = tw;
                 tp *in[] = {x, w}, *out[] = {y};
@@ -943,6 +955,8 @@ START_TEST(test_mla_decode)
     decode_case(3, 5, 160, 32, false, DSRT_F32, false, 4);
     decode_case(4, 3, 96, 16, true, DSRT_F32, true, 8);
     decode_case(2, 9, 64, 8, false, DSRT_BF16, true, 3);
+    /* more heads than one work group covers: head batches in both kernels */
+    decode_case(2, 300, 64, 16, true, DSRT_BF16, false, 4);
     /* full width: 128 heads, 512 latent, 64 rope, FP8 cache (656-byte rows) */
     decode_case(1, 128, 512, 64, true, DSRT_BF16, false, 16);
 }
