@@ -305,6 +305,7 @@ static void dsrt_ocl_configure(dsrt_ocl_device *d)
 #endif
     c->hgemm = c->clblast && di->caps.native_fp16 && getenv("DSRT_OPENCL_HGEMM") &&
                strcmp(getenv("DSRT_OPENCL_HGEMM"), "1") == 0;
+    c->prefill_lists = getenv("DSRT_OPENCL_PREFILL") && strcmp(getenv("DSRT_OPENCL_PREFILL"), "lists") == 0;
     const char *mode = getenv("DSRT_OPENCL_FP8_DECODE");
     if (mode && strcmp(mode, "table") == 0) c->fp8_arith = false;
     if (mode && strcmp(mode, "arith") == 0) c->fp8_arith = true;

@@ -41,6 +41,7 @@
     X(attn_positions) \
     X(mla_decode_scores) \
     X(attn_softmax) \
+    X(attn_softmax_dense) \
     X(mla_decode_pv) \
     X(mla_decode_reduce) \
     X(mla_prefill_scores) \
@@ -87,6 +88,8 @@ typedef struct dsrt_ocl_config {
     int wg;          /* work-group size of the row kernels (norms, reductions): power of two; the
                       * program is built for the device maximum (DSRT_WG), launches may use less */
     bool tiled;      /* gemm_tiled can run its 16x16 groups */
+    bool prefill_lists; /* MLA prefill without indices through the per-row list kernels (DSRT_OPENCL_PREFILL=lists)
+                         * instead of the dense GEMM path; for testing and comparison */
     int gemv_rows;   /* weight rows per GEMV work group */
     int attn_tj;     /* cached positions per MLA-decode score tile */
     bool fp8_arith;  /* decode e4m3 with integer ops (needs denormals) instead of the local table */

@@ -65,6 +65,31 @@ static void ka_tensor(dsrt_kargs *a, const dsrt_tensor *t)
     ka_u64(a, t->buf ? t->offset : 0);
 }
 
+/* A matrix operand as the kernels see it: a buffer (a tensor's or scratch), a byte offset, a dtype. */
+typedef struct {
+    cl_mem mem;
+    size_t off;
+    dsrt_dtype dt;
+} dsrt_opnd;
+
+static dsrt_opnd opnd_of(const dsrt_tensor *t)
+{
+    dsrt_opnd o = {t->buf ? mem_of(t->buf) : NULL, t->buf ? t->offset : 0, t->dtype};
+    return o;
+}
+
+static dsrt_opnd opnd_mem(cl_mem m, size_t off, dsrt_dtype dt)
+{
+    dsrt_opnd o = {m, off, dt};
+    return o;
+}
+
+static void ka_opnd(dsrt_kargs *a, dsrt_opnd o)
+{
+    ka_mem(a, o.mem);
+    ka_u64(a, o.off);
+}
+
 /* The scale companion of t as (buffer, byte offset). */
 static void ka_scale(dsrt_kargs *a, const dsrt_tensor *t)
 {
@@ -465,7 +490,8 @@ static dsrt_status op_cache_write(dsrt_ocl_stream *s, const dsrt_op *op)
 
 /* A weight-by-activation product in the shape every linear path shares. */
 typedef struct {
-    const dsrt_tensor *x, *w, *y;
+    dsrt_opnd x, w, y;
+    const dsrt_tensor *wt; /* the weight tensor when it has a scale companion, else NULL */
     int64_t M, K, N;    /* rows of x, reduction length, output columns */
     int64_t batch;      /* grid slots: 1, heads, or active-expert slots */
     int64_t xs0, xs_g;  /* x row stride, per-batch stride (heads) */
@@ -475,6 +501,7 @@ typedef struct {
     bool transb;        /* W[k][n] (HEAD_LINEAR transpose_w) */
     bool act;
     bool grouped;
+    bool accum;          /* y += result (tiled path only) */
     cl_mem xq, xs;       /* act: quantized x (f32) and its scales */
     cl_mem active;       /* grouped: active expert list */
     const dsrt_tensor *offsets;
@@ -484,6 +511,7 @@ typedef struct {
 static void lin_scales(dsrt_lin *L, const dsrt_tensor *w)
 {
     int nd = w->ndim;
+    L->wt = w->scale.buf ? w : NULL;
     L->ss_g = w->scale.buf && nd == 3 ? w->scale.stride[0] : 0;
     L->ss_r = w->scale.buf ? w->scale.stride[nd - 2] : 0;
     L->ss_c = w->scale.buf ? w->scale.stride[nd - 1] : 0;
@@ -503,8 +531,8 @@ static void ka_lin_x(dsrt_kargs *a, const dsrt_lin *L)
         ka_i64(a, L->K / 128);
         ka_i32(a, 1);
     } else {
-        ka_tensor(a, L->x);
-        ka_i32(a, L->x->dtype);
+        ka_opnd(a, L->x);
+        ka_i32(a, L->x.dt);
         ka_i64(a, L->xs0);
         ka_i64(a, L->xs_g);
         ka_mem(a, NULL);
@@ -516,9 +544,13 @@ static void ka_lin_x(dsrt_kargs *a, const dsrt_lin *L)
 
 static void ka_lin_scales(dsrt_kargs *a, const dsrt_lin *L)
 {
-    const dsrt_tensor *w = L->w;
-    bool hs = w->scale.buf != NULL;
-    ka_scale(a, w);
+    const dsrt_tensor *w = L->wt;
+    bool hs = w != NULL;
+    if (hs) ka_scale(a, w);
+    else {
+        ka_mem(a, NULL);
+        ka_u64(a, 0);
+    }
     ka_i32(a, hs);
     ka_i32(a, hs ? w->scale.dtype : DSRT_F32);
     ka_i32(a, hs ? w->scale.block[0] : 1);
@@ -546,11 +578,11 @@ static void ka_lin_group(dsrt_kargs *a, const dsrt_lin *L)
 static dsrt_status lin_gemv(dsrt_ocl_stream *s, const dsrt_lin *L)
 {
     const dsrt_ocl_device *d = s->dev;
-    const dsrt_tensor *w = L->w;
-    size_t wes = dsrt_dtype_size(w->dtype);
+    const dsrt_tensor *w = L->wt;
+    size_t wes = dsrt_dtype_size(L->w.dt);
     /* 16-element vector loads need 16-byte aligned weight rows and scale blocks that cover whole vectors. */
-    bool vec = L->K % 16 == 0 && w->offset % 16 == 0 && ((size_t)L->ws_n * wes) % 16 == 0 &&
-               ((size_t)L->ws_g * wes) % 16 == 0 && (!w->scale.buf || L->act || w->scale.block[1] % 16 == 0);
+    bool vec = L->K % 16 == 0 && L->w.off % 16 == 0 && ((size_t)L->ws_n * wes) % 16 == 0 &&
+               ((size_t)L->ws_g * wes) % 16 == 0 && (!w || L->act || w->scale.block[1] % 16 == 0);
     int WG = wg_of(s);
     int64_t kv = vec ? L->K / 16 : L->K;
     /* Work items along K: the largest power of two that keeps them all busy (at least 2 steps each,
@@ -588,27 +620,27 @@ static dsrt_status lin_gemv(dsrt_ocl_stream *s, const dsrt_lin *L)
         ksplit = (int)((L->K + kchunk - 1) / kchunk);
     }
     int sbc_shift = -1;
-    if (w->scale.buf && (w->scale.block[1] & (w->scale.block[1] - 1)) == 0)
+    if (w && (w->scale.block[1] & (w->scale.block[1] - 1)) == 0)
         for (sbc_shift = 0; (1 << sbc_shift) < w->scale.block[1]; sbc_shift++) {}
     /* activation rows on 16-byte boundaries read as float4 (the quantized scratch always is) */
-    size_t xes = dsrt_dtype_size(L->act ? DSRT_F32 : L->x->dtype);
-    bool xvec = L->act || (L->x->offset % 16 == 0 && ((size_t)L->xs0 * xes) % 16 == 0 && ((size_t)L->xs_g * xes) % 16 == 0);
+    size_t xes = dsrt_dtype_size(L->act ? DSRT_F32 : L->x.dt);
+    bool xvec = L->act || (L->x.off % 16 == 0 && ((size_t)L->xs0 * xes) % 16 == 0 && ((size_t)L->xs_g * xes) % 16 == 0);
     cl_mem part = NULL;
     if (ksplit > 1) DSRT_TRY(dsrt_ocl_scratch(s, 3, (size_t)(ksplit * L->M * L->N) * 4, &part));
-    dsrt_ocl_kernel_id id = w->dtype == DSRT_F32    ? DSRT_OCL_K_gemv_f32
-                            : w->dtype == DSRT_BF16 ? DSRT_OCL_K_gemv_bf16
-                            : w->dtype == DSRT_F16  ? DSRT_OCL_K_gemv_f16
+    dsrt_ocl_kernel_id id = L->w.dt == DSRT_F32    ? DSRT_OCL_K_gemv_f32
+                            : L->w.dt == DSRT_BF16 ? DSRT_OCL_K_gemv_bf16
+                            : L->w.dt == DSRT_F16  ? DSRT_OCL_K_gemv_f16
                             : d->cfg.fp8_arith      ? DSRT_OCL_K_gemv_e4m3
                                                     : DSRT_OCL_K_gemv_e4m3_lut;
     dsrt_kargs a;
     DSRT_TRY(dsrt_begin(s, id, &a));
     ka_lin_x(&a, L);
-    ka_tensor(&a, w);
+    ka_opnd(&a, L->w);
     ka_i64(&a, L->ws_g);
     ka_i64(&a, L->ws_n);
     ka_lin_scales(&a, L);
-    ka_tensor(&a, L->y);
-    ka_i32(&a, L->y->dtype);
+    ka_opnd(&a, L->y);
+    ka_i32(&a, L->y.dt);
     ka_i64(&a, L->ys0);
     ka_i64(&a, L->ys_g);
     ka_i64(&a, L->K);
@@ -631,8 +663,8 @@ static dsrt_status lin_gemv(dsrt_ocl_stream *s, const dsrt_lin *L)
     ka_i32(&a, ksplit);
     ka_i64(&a, L->M);
     ka_i64(&a, L->N);
-    ka_tensor(&a, L->y);
-    ka_i32(&a, L->y->dtype);
+    ka_opnd(&a, L->y);
+    ka_i32(&a, L->y.dt);
     ka_i64(&a, L->ys0);
     ka_f32(&a, L->alpha);
     size_t g2[2] = {round_up((size_t)L->N, 64), (size_t)L->M}, l2[2] = {64, 1};
@@ -644,14 +676,14 @@ static dsrt_status lin_tiled(dsrt_ocl_stream *s, const dsrt_lin *L)
     dsrt_kargs a;
     DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_gemm_tiled, &a));
     ka_lin_x(&a, L);
-    ka_tensor(&a, L->w);
-    ka_i32(&a, L->w->dtype);
+    ka_opnd(&a, L->w);
+    ka_i32(&a, L->w.dt);
     ka_i64(&a, L->ws_g);
     ka_i64(&a, L->ws_n);
     ka_i32(&a, L->transb);
     ka_lin_scales(&a, L);
-    ka_tensor(&a, L->y);
-    ka_i32(&a, L->y->dtype);
+    ka_opnd(&a, L->y);
+    ka_i32(&a, L->y.dt);
     ka_i64(&a, L->ys0);
     ka_i64(&a, L->ys_g);
     ka_i64(&a, L->K);
@@ -659,6 +691,7 @@ static dsrt_status lin_tiled(dsrt_ocl_stream *s, const dsrt_lin *L)
     ka_i64(&a, L->M);
     ka_f32(&a, L->alpha);
     ka_lin_group(&a, L);
+    ka_i32(&a, L->accum);
     size_t mt = L->grouped ? 1 : (size_t)((L->M + 63) / 64);
     size_t g[3] = {(size_t)((L->N + 63) / 64) * 16, mt * 16, (size_t)L->batch}, l[3] = {16, 16, 1};
     return dsrt_launch(s, DSRT_OCL_K_gemm_tiled, &a, 3, g, l);
@@ -678,9 +711,9 @@ static dsrt_status op_linear(dsrt_ocl_stream *s, const dsrt_op *op)
     const dsrt_tensor *x = &op->in[0], *w = &op->in[1], *y = &op->out[0];
     dsrt_lin L;
     memset(&L, 0, sizeof L);
-    L.x = x;
-    L.w = w;
-    L.y = y;
+    L.x = opnd_of(x);
+    L.w = opnd_of(w);
+    L.y = opnd_of(y);
     L.M = x->shape[0];
     L.K = x->shape[1];
     L.N = w->shape[w->ndim - 2];
@@ -800,9 +833,9 @@ static dsrt_status op_head_linear(dsrt_ocl_stream *s, const dsrt_op *op)
     }
     dsrt_lin L;
     memset(&L, 0, sizeof L);
-    L.x = x;
-    L.w = w;
-    L.y = y;
+    L.x = opnd_of(x);
+    L.w = opnd_of(w);
+    L.y = opnd_of(y);
     L.M = T;
     L.K = K;
     L.N = N;
@@ -1037,8 +1070,106 @@ static dsrt_status op_mla_decode(dsrt_ocl_stream *s, const dsrt_op *op)
     return DSRT_OK;
 }
 
+static dsrt_status lin_tiled(dsrt_ocl_stream *s, const dsrt_lin *L);
+
+/* Expanded prefill without DSA indices: per head, S = q_pe.k_pe^T + q_nope.k_nope^T and O = P.V are
+ * tiled GEMMs (keys and values are read once per tile of 64 query rows, not once per row), with a
+ * masked softmax between them. Rows and heads go in batches whose score matrix fits the budget. */
+static dsrt_status mla_prefill_dense(dsrt_ocl_stream *s, const dsrt_op *op)
+{
+    const dsrt_tensor *q = &op->in[0], *kn = &op->in[1], *kp = &op->in[2], *v = &op->in[3];
+    const dsrt_tensor *kv_start = &op->in[4], *kv_len = &op->in[5], *o = &op->out[0];
+    int64_t T = q->shape[0], Hh = q->shape[1], Dn = kn->shape[2], Dr = kp->shape[1], Dv = v->shape[2];
+    int64_t L = kn->shape[0];
+    bool bf16 = q->dtype == DSRT_BF16;
+    size_t qes = dsrt_dtype_size(q->dtype), oes = dsrt_dtype_size(o->dtype);
+    int64_t per_row = L * 4, nh = Hh;
+    int64_t tb = (int64_t)(DSRT_SCORE_BUDGET / (size_t)(per_row * nh));
+    while (tb < 64 && nh > 1) { /* keep GEMM tiles full: fewer heads per batch before fewer rows */
+        nh = (nh + 1) / 2;
+        tb = (int64_t)(DSRT_SCORE_BUDGET / (size_t)(per_row * nh));
+    }
+    if (tb < 1) tb = 1;
+    if (tb > T) tb = T;
+    int WG = wg_of(s);
+    for (int64_t h0 = 0; h0 < Hh; h0 += nh) {
+        int64_t hb = Hh - h0 < nh ? Hh - h0 : nh;
+        for (int64_t t0 = 0; t0 < T; t0 += tb) {
+            int64_t Tb = T - t0 < tb ? T - t0 : tb;
+            cl_mem S;
+            DSRT_TRY(dsrt_ocl_scratch(s, 2, (size_t)(hb * Tb * L) * 4, &S));
+            size_t qbase = q->offset + (size_t)(t0 * q->stride[0] + h0 * q->stride[1]) * qes;
+            for (int part = 0; part < 2; part++) { /* rope part, then nope part added */
+                int64_t K = part ? Dn : Dr;
+                if (K == 0) continue;
+                dsrt_lin Lm;
+                memset(&Lm, 0, sizeof Lm);
+                Lm.x = opnd_mem(mem_of(q->buf), qbase + (size_t)(part ? 0 : Dn) * qes, q->dtype);
+                Lm.xs0 = q->stride[0];
+                Lm.xs_g = q->stride[1];
+                if (part) {
+                    Lm.w = opnd_of(kn);
+                    Lm.w.off += (size_t)(h0 * kn->stride[1]) * dsrt_dtype_size(kn->dtype);
+                    Lm.ws_n = kn->stride[0];
+                    Lm.ws_g = kn->stride[1];
+                } else {
+                    Lm.w = opnd_of(kp);
+                    Lm.ws_n = kp->stride[0];
+                    Lm.ws_g = 0; /* k_pe is shared by the heads */
+                }
+                Lm.y = opnd_mem(S, 0, DSRT_F32);
+                Lm.ys0 = L;
+                Lm.ys_g = Tb * L;
+                Lm.M = Tb;
+                Lm.K = K;
+                Lm.N = L;
+                Lm.batch = hb;
+                Lm.alpha = 1.0f;
+                Lm.accum = part && Dr > 0;
+                DSRT_TRY(lin_tiled(s, &Lm));
+            }
+            dsrt_tensor ksb = rows_of(kv_start, t0, Tb), klb = rows_of(kv_len, t0, Tb);
+            dsrt_kargs a;
+            DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_attn_softmax_dense, &a));
+            ka_mem(&a, S);
+            ka_i64(&a, L);
+            ka_i64(&a, Tb);
+            ka_tensor(&a, &ksb);
+            ka_i64(&a, kv_start->stride[0]);
+            ka_tensor(&a, &klb);
+            ka_i64(&a, kv_len->stride[0]);
+            ka_f32(&a, op->p.scale);
+            ka_i32(&a, bf16);
+            size_t g[2] = {(size_t)WG * (size_t)hb, (size_t)Tb}, l[2] = {(size_t)WG, 1};
+            DSRT_TRY(dsrt_launch(s, DSRT_OCL_K_attn_softmax_dense, &a, 2, g, l));
+            dsrt_lin Lv;
+            memset(&Lv, 0, sizeof Lv);
+            Lv.x = opnd_mem(S, 0, DSRT_F32);
+            Lv.xs0 = L;
+            Lv.xs_g = Tb * L;
+            Lv.w = opnd_of(v);
+            Lv.w.off += (size_t)(h0 * v->stride[1]) * dsrt_dtype_size(v->dtype);
+            Lv.ws_n = v->stride[0];
+            Lv.ws_g = v->stride[1];
+            Lv.transb = true;
+            Lv.y = opnd_of(o);
+            Lv.y.off += (size_t)(t0 * o->stride[0] + h0 * o->stride[1]) * oes;
+            Lv.ys0 = o->stride[0];
+            Lv.ys_g = o->stride[1];
+            Lv.M = Tb;
+            Lv.K = L;
+            Lv.N = Dv;
+            Lv.batch = hb;
+            Lv.alpha = 1.0f;
+            DSRT_TRY(lin_tiled(s, &Lv));
+        }
+    }
+    return DSRT_OK;
+}
+
 static dsrt_status op_mla_prefill(dsrt_ocl_stream *s, const dsrt_op *op)
 {
+    if (!op->in[6].buf && s->dev->cfg.tiled && !s->dev->cfg.prefill_lists) return mla_prefill_dense(s, op);
     const dsrt_tensor *q = &op->in[0], *kn = &op->in[1], *kp = &op->in[2], *v = &op->in[3];
     const dsrt_tensor *kv_start = &op->in[4], *kv_len = &op->in[5], *idx = &op->in[6], *o = &op->out[0];
     int64_t T = q->shape[0], Hh = q->shape[1], Dn = kn->shape[2], Dr = kp->shape[1], Dv = v->shape[2];

@@ -316,6 +316,45 @@ __kernel void mla_decode_reduce(__global const float *part, long nsplit, long T,
     stf(ob + oo, odt, t * os0 + (h_begin + h) * os1 + d, acc);
 }
 
+/* Dense expanded-form prefill (no DSA indices): S[h][t][r] = q_t . k_r was computed by GEMMs over all
+ * key rows; this masks row t to its key range [kv_start, kv_start + kv_len) within [0, L), applies the
+ * scale (with the official bf16 rounding for bf16 q) and turns the row into probabilities, zeros
+ * outside the range, in place. Grid: (L_wg * nh, Tb). */
+__kernel void attn_softmax_dense(__global float *S, long L, long Tb, __global const uchar *kb, ulong ko, long ks0,
+                                 __global const uchar *lb, ulong lo_, long ls0, float scale, int bf16)
+{
+    __local float red[DSRT_WG];
+    long h = get_group_id(0), t = get_group_id(1);
+    int lid = get_local_id(0), Lw = get_local_size(0);
+    long base = ((__global const int *)(kb + ko))[t * ks0], len = ((__global const int *)(lb + lo_))[t * ls0];
+    long lo = base > 0 ? base : 0, hi = base + len < L ? base + len : L;
+    if (len <= 0 || hi < lo) hi = lo;
+    __global float *row = S + (h * Tb + t) * L;
+    float m = -INFINITY;
+    for (long r = lo + lid; r < hi; r += Lw) {
+        float v = row[r];
+        v = bf16 ? round_bf16(round_bf16(v) * scale) : v * scale;
+        row[r] = v;
+        m = v > m ? v : m;
+    }
+    m = wg_max(m, red);
+    float acc = 0.0f;
+    for (long r = lo + lid; r < hi; r += Lw) {
+        float e = exp(row[r] - m);
+        row[r] = e;
+        acc += e;
+    }
+    float sum = wg_sum(acc, red);
+    for (long r = lid; r < L; r += Lw) {
+        float p = 0.0f;
+        if (r >= lo && r < hi) {
+            p = row[r] / sum;
+            if (bf16) p = round_bf16(p);
+        }
+        row[r] = p;
+    }
+}
+
 /* Expanded-form scores: one work group per (head, row), one work item per listed key row.
  * Grid: (L * Hh, T). s = scale * (q_nope . k_nope + q_pe . k_pe), bf16-rounded like the official
  * prefill when q is bf16. */

@@ -150,11 +150,40 @@ DEV void gemv_body(GEMV_PARAMS, __local float *red, __local float *lut, const in
         for (int r = 0; r < GEMV_RPT; r++)
 #pragma unroll
             for (int m = 0; m < GEMV_MCH; m++) acc[r][m] = 0.0f;
-        if (vec) {
+        if (vec && wdt == DT_E4M3) {
+            /* FP8: all rows' 16-byte chunks are loaded first (loads in flight together), kept raw (4
+             * registers each) and decoded right before their dot product: few registers per item, so
+             * more work groups share a compute unit and more loads are outstanding. */
+            for (int c = (int)kbeg + kt * 16; c < (int)kend; c += tk * 16) {
+                uint4 q[GEMV_RPT];
+                float sw[GEMV_RPT];
+                /* act: the CPU takes the weight scale at the 128-block start */
+                const int cs = act ? (c & ~127) : c;
+                const long soff = (long)(sbc_shift >= 0 ? cs >> sbc_shift : cs / sbc) * ss_c;
+#pragma unroll
+                for (int r = 0; r < GEMV_RPT; r++) q[r] = *(__global const uint4 *)(wrow[r] + c);
+#pragma unroll
+                for (int r = 0; r < GEMV_RPT; r++) sw[r] = ld_scale(sbase, sdt, srow[r] + soff);
+#pragma unroll
+                for (int m = 0; m < GEMV_MCH; m++) {
+                    if (m < mc) {
+                        float16 xv = load16_x(xbase + (m0 + m) * xs0 * xes, c, xdt, xa_vec);
+                        float xa = act ? xs[(m0 + m) * xs_s0 + (c >> 7)] : 1.0f;
+#pragma unroll
+                        for (int r = 0; r < GEMV_RPT; r++) {
+                            float16 w = lut_mode ? (float16)(e4m3x4_lut(q[r].x, lut), e4m3x4_lut(q[r].y, lut),
+                                                             e4m3x4_lut(q[r].z, lut), e4m3x4_lut(q[r].w, lut))
+                                                 : (float16)(e4m3x4_arith(q[r].x), e4m3x4_arith(q[r].y),
+                                                             e4m3x4_arith(q[r].z), e4m3x4_arith(q[r].w));
+                            acc[r][m] += dot16(xv, w) * (sw[r] * xa);
+                        }
+                    }
+                }
+            }
+        } else if (vec) {
             for (int c = (int)kbeg + kt * 16; c < (int)kend; c += tk * 16) {
                 float16 w[GEMV_RPT];
                 float sw[GEMV_RPT];
-                /* act: the CPU takes the weight scale at the 128-block start */
                 const int cs = act ? (c & ~127) : c;
                 const long soff = (long)(sbc_shift >= 0 ? cs >> sbc_shift : cs / sbc) * ss_c;
 #pragma unroll
@@ -269,7 +298,7 @@ __kernel void splitk_reduce(__global const float *part, int ksplit, long M, long
 #define TK 16
 
 /* Local size (16, 16). Grid: (ceil(N/64)*16, ceil(M/64)*16 or 16 when grouped, batch). Grouped work
- * groups loop over their expert's rows. transb: W is [K][N] (HEAD_LINEAR transpose_w). */
+ * groups loop over their expert's rows. transb: W is [K][N] (HEAD_LINEAR transpose_w). accum: add to y. */
 __kernel void gemm_tiled(__global const uchar *xb, ulong xo, int xdt, long xs0, long xs_g,
                          __global const uchar *xsb, ulong xso, long xs_s0, int act,
                          __global const uchar *wb, ulong wo, int wdt, long ws_g, long ws_n, int transb,
@@ -277,7 +306,8 @@ __kernel void gemm_tiled(__global const uchar *xb, ulong xo, int xdt, long xs0, 
                          long ss_r, long ss_c,
                          __global uchar *yb, ulong yo, int ydt, long ys0, long ys_g,
                          long K, long N, long M, float alpha,
-                         __global const uchar *gb, ulong go, long gs0, __global const int *active, int grouped)
+                         __global const uchar *gb, ulong go, long gs0, __global const int *active, int grouped,
+                         int accum)
 {
     __local float As[TK][TM + 4];
     __local float Bs[TK][TN + 4];
@@ -374,7 +404,11 @@ __kernel void gemm_tiled(__global const uchar *xb, ulong xo, int xdt, long xs0, 
             if (m >= m_end) continue;
             for (int j = 0; j < 4; j++) {
                 long n = n0 + lx * 4 + j;
-                if (n < N) stf(ybase, ydt, m * ys0 + n, alpha * acc[i][j]);
+                if (n < N) {
+                    float v = alpha * acc[i][j];
+                    if (accum) v += ldf(ybase, ydt, m * ys0 + n); /* y += (a second product into scratch) */
+                    stf(ybase, ydt, m * ys0 + n, v);
+                }
             }
         }
     }

@@ -832,10 +832,10 @@ END_TEST
 
 /* ---- attention ---- */
 
-START_TEST(test_mla_prefill)
+static void prefill_cases(void)
 {
-    for (int variant = 0; variant < 3; variant++) {
-        int64_t T = 6, Hh = 3, Dn = 32, Dr = 16, Dv = 24, L = 20;
+    for (int variant = 0; variant < 4; variant++) {
+        int64_t T = variant == 3 ? 70 : 6, Hh = 3, Dn = 32, Dr = 16, Dv = 24, L = variant == 3 ? 90 : 20;
         dsrt_dtype dt = variant == 1 ? DSRT_F32 : DSRT_BF16;
         int64_t qs[3] = {T, Hh, Dn + Dr}, kns[3] = {L, Hh, Dn}, kps[2] = {L, Dr}, vs[3] = {L, Hh, Dv}, os[3] = {T, Hh, Dv};
         tp *q = tp_make(dt, 3, qs, 0, 0), *kn = tp_make(dt, 3, kns, 4, 0), *kp = tp_make(dt, 2, kps, 0, 0);
@@ -845,7 +845,12 @@ START_TEST(test_mla_prefill)
         tp_rand(kn, 1.0f);
         tp_rand(kp, 1.0f);
         tp_rand(v, 1.0f);
-        int32_t sv[6] = {0, 0, 5, 10, -3, 18}, lv[6] = {1, 6, 8, 10, 7, 5};
+        int32_t sv[70], lv[70];
+        int32_t s6[6] = {0, 0, 5, 10, -3, 18}, l6[6] = {1, 6, 8, 10, 7, 5};
+        for (int64_t t = 0; t < T; t++) { /* variant 3: causal prefill of 70 rows after a 20-row prefix */
+            sv[t] = variant == 3 ? 0 : s6[t];
+            lv[t] = variant == 3 ? (int32_t)(21 + t) : l6[t];
+        }
         tp_i32(st, sv);
         tp_i32(ln, lv);
         if (variant == 2) { /* DSA: selected positions, duplicates and -1 entries */
@@ -857,7 +862,8 @@ START_TEST(test_mla_prefill)
         op.p.scale = 0.125f;
         tp *in[] = {q, kn, kp, v, st, ln, ix}, *out[] = {o};
         RUN(op, in, out);
-        check_close(DSRT_OP_MLA_PREFILL, variant == 2 ? "DSA" : dsrt_dtype_name(dt), o, TOL_MM);
+        check_close(DSRT_OP_MLA_PREFILL, variant == 2 ? "DSA" : variant == 3 ? "causal 70x90" : dsrt_dtype_name(dt), o,
+                    TOL_MM);
         tp_free(q);
         tp_free(kn);
         tp_free(kp);
@@ -867,6 +873,28 @@ START_TEST(test_mla_prefill)
         tp_free(ln);
         tp_free(ix);
     }
+}
+
+START_TEST(test_mla_prefill) { prefill_cases(); }
+END_TEST
+
+/* The same cases through the per-row list kernels (the DSA path) on a second instance of the device. */
+START_TEST(test_mla_prefill_lists)
+{
+    setenv("DSRT_OPENCL_PREFILL", "lists", 1);
+    dsrt_device *other = NULL;
+    dsrt_status st = dsrt_device_open_by_name("opencl:0", &other);
+    unsetenv("DSRT_OPENCL_PREFILL");
+    ck_ok(st);
+    dsrt_device *keep = g_ocl;
+    dsrt_stream *keep_s = g_gs;
+    g_ocl = other;
+    ck_ok(dsrt_stream_create(other, &g_gs));
+    prefill_cases();
+    dsrt_stream_release(g_gs);
+    g_gs = keep_s;
+    g_ocl = keep;
+    dsrt_device_release(other);
 }
 END_TEST
 
@@ -1186,6 +1214,7 @@ static Suite *suite(void)
     add(s, "linear_grouped", test_linear_grouped);
     add(s, "head_linear", test_head_linear);
     add(s, "mla_prefill", test_mla_prefill);
+    add(s, "mla_prefill_lists", test_mla_prefill_lists);
     add(s, "mla_decode", test_mla_decode);
     add(s, "indexer_scores", test_indexer_scores);
     add(s, "topk", test_topk);
