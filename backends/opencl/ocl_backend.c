@@ -295,8 +295,6 @@ static void dsrt_ocl_configure(dsrt_ocl_device *d)
     c->wg = dsrt_pow2_floor(maxwg < 256 ? maxwg : 256);
     c->local_mem = di->caps.local_mem_bytes;
     c->gemv_rows = 4;
-    /* MLA decode stages TJ cached rows (576 f32 each) in local memory. */
-    c->attn_tj = c->local_mem >= 48 * 1024 ? 16 : 8;
     c->fp8_arith = di->denorms;
 #ifdef DSRT_HAVE_CLBLAST
     c->clblast = !(getenv("DSRT_OPENCL_CLBLAST") && strcmp(getenv("DSRT_OPENCL_CLBLAST"), "0") == 0);

@@ -91,7 +91,6 @@ typedef struct dsrt_ocl_config {
     bool prefill_lists; /* MLA prefill without indices through the per-row list kernels (DSRT_OPENCL_PREFILL=lists)
                          * instead of the dense GEMM path; for testing and comparison */
     int gemv_rows;   /* weight rows per GEMV work group */
-    int attn_tj;     /* cached positions per MLA-decode score tile */
     bool fp8_arith;  /* decode e4m3 with integer ops (needs denormals) instead of the local table */
     bool clblast;    /* large f32 GEMMs through CLBlast (when built with it; DSRT_OPENCL_CLBLAST=0 turns it off) */
     bool hgemm;      /* f16 GEMMs through CLBlast's HGEMM: needs cl_khr_fp16 and DSRT_OPENCL_HGEMM=1, since

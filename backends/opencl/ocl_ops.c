@@ -575,6 +575,16 @@ static void ka_lin_group(dsrt_kargs *a, const dsrt_lin *L)
     ka_i32(a, L->grouped);
 }
 
+/* log2 of the weight scale block's width when it is a power of two (kernels then shift), else -1. */
+static int lin_sbc_shift(const dsrt_lin *L)
+{
+    if (!L->wt) return -1;
+    int bc = L->wt->scale.block[1], sh = 0;
+    if (bc & (bc - 1)) return -1;
+    while ((1 << sh) < bc) sh++;
+    return sh;
+}
+
 static dsrt_status lin_gemv(dsrt_ocl_stream *s, const dsrt_lin *L)
 {
     const dsrt_ocl_device *d = s->dev;
@@ -619,9 +629,7 @@ static dsrt_status lin_gemv(dsrt_ocl_stream *s, const dsrt_lin *L)
         kchunk = (iters + ksplit - 1) / ksplit * step;
         ksplit = (int)((L->K + kchunk - 1) / kchunk);
     }
-    int sbc_shift = -1;
-    if (w && (w->scale.block[1] & (w->scale.block[1] - 1)) == 0)
-        for (sbc_shift = 0; (1 << sbc_shift) < w->scale.block[1]; sbc_shift++) {}
+    int sbc_shift = lin_sbc_shift(L);
     /* activation rows on 16-byte boundaries read as float4 (the quantized scratch always is) */
     size_t xes = dsrt_dtype_size(L->act ? DSRT_F32 : L->x.dt);
     bool xvec = L->act || (L->x.off % 16 == 0 && ((size_t)L->xs0 * xes) % 16 == 0 && ((size_t)L->xs_g * xes) % 16 == 0);
@@ -692,6 +700,7 @@ static dsrt_status lin_tiled(dsrt_ocl_stream *s, const dsrt_lin *L)
     ka_f32(&a, L->alpha);
     ka_lin_group(&a, L);
     ka_i32(&a, L->accum);
+    ka_i32(&a, lin_sbc_shift(L));
     size_t mt = L->grouped ? 1 : (size_t)((L->M + 63) / 64);
     size_t g[3] = {(size_t)((L->N + 63) / 64) * 16, mt * 16, (size_t)L->batch}, l[3] = {16, 16, 1};
     return dsrt_launch(s, DSRT_OCL_K_gemm_tiled, &a, 3, g, l);

@@ -182,12 +182,10 @@ static void dsrt_ocl_options(const dsrt_ocl_device *d, char *out, size_t len)
 {
     const dsrt_ocl_config *c = &d->cfg;
     const char *extra = getenv("DSRT_OPENCL_BUILD_OPTIONS");
-    snprintf(out, len, "-cl-std=CL1.2 -DDSRT_WG=%d -DDSRT_GEMV_ROWS=%d -DDSRT_ATTN_TJ=%d%s%s%s%s %s", c->wg,
-             c->gemv_rows, c->attn_tj, c->fp8_arith ? " -DDSRT_FP8_ARITH=1" : "",
+    snprintf(out, len, "-cl-std=CL1.2 -DDSRT_WG=%d -DDSRT_GEMV_ROWS=%d%s%s %s", c->wg, c->gemv_rows,
              d->info->fp64 ? " -DDSRT_HAS_FP64=1" : "",
              /* act_quant divides by non-power-of-two scales: match the CPU's correctly rounded division */
-             d->info->exact_div ? " -cl-fp32-correctly-rounded-divide-sqrt" : "",
-             d->info->subgroups ? " -DDSRT_HAS_SUBGROUPS=1" : "", extra ? extra : "");
+             d->info->exact_div ? " -cl-fp32-correctly-rounded-divide-sqrt" : "", extra ? extra : "");
 }
 
 dsrt_status dsrt_ocl_build_program(dsrt_ocl_device *d)

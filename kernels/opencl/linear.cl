@@ -307,7 +307,7 @@ __kernel void gemm_tiled(__global const uchar *xb, ulong xo, int xdt, long xs0, 
                          __global uchar *yb, ulong yo, int ydt, long ys0, long ys_g,
                          long K, long N, long M, float alpha,
                          __global const uchar *gb, ulong go, long gs0, __global const int *active, int grouped,
-                         int accum)
+                         int accum, int sbc_shift)
 {
     __local float As[TK][TM + 4];
     __local float Bs[TK][TN + 4];
@@ -337,6 +337,9 @@ __kernel void gemm_tiled(__global const uchar *xb, ulong xo, int xdt, long xs0, 
     __global uchar *ybase = yb + yo + (long)(grouped ? 0 : g) * ys_g * yes;
     __global const float *xs = (__global const float *)(xsb + xso);
     const long n0 = (long)get_group_id(0) * TN;
+    /* the staged weight row of this item and its scale row, fixed for the whole K loop */
+    const long n_st = n0 + t / 4;
+    const long srow_st = (has_ws && n_st < N) ? (n_st / sbr) * ss_r : 0;
 
     for (long m0 = m_begin; m0 < m_end; m0 += TM) {
         float acc[4][4], part[4][4];
@@ -361,7 +364,10 @@ __kernel void gemm_tiled(__global const uchar *xb, ulong xo, int xdt, long xs0, 
                     float v = 0.0f;
                     if (n < N && k < K) {
                         v = ldf(wbase, wdt, n * ws_n + k);
-                        if (has_ws && !act) v *= ld_scale(sbase, sdt, (n / sbr) * ss_r + (k / sbc) * ss_c);
+                        if (has_ws && !act) {
+                            int kc = (int)k;
+                            v *= ld_scale(sbase, sdt, srow_st + (long)(sbc_shift >= 0 ? kc >> sbc_shift : kc / sbc) * ss_c);
+                        }
                     }
                     Bs[kl + i][nl] = v;
                 }
