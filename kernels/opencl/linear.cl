@@ -31,12 +31,13 @@ DEV float dot16(float16 a, float16 b)
  * f32 whose exponent is the e4m3 exponent, then the bias difference 2^120 is multiplied in. Subnormal
  * codes become f32 denormals first, so this needs a device with denormal support (the host checks);
  * the NaN code decodes as 480 (FP8 weights and caches never hold it). */
-DEV float4 e4m3x4_arith(uint w)
+DEV float4 e4m3x4_bits(uint w)
 {
     int4 t = (int4)((int)(w << 24), (int)(w << 16), (int)(w << 8), (int)w);
-    t = (t >> 4) & as_int4((uint4)0x87F00000u);
-    return as_float4(t) * 0x1p120f;
+    return as_float4((t >> 4) & as_int4((uint4)0x87F00000u)); /* the values times 2^-120 */
 }
+
+DEV float4 e4m3x4_arith(uint w) { return e4m3x4_bits(w) * 0x1p120f; }
 
 DEV float4 e4m3x4_lut(uint w, __local const float *lut)
 {
@@ -171,11 +172,23 @@ DEV void gemv_body(GEMV_PARAMS, __local float *red, __local float *lut, const in
                         float xa = act ? xs[(m0 + m) * xs_s0 + (c >> 7)] : 1.0f;
 #pragma unroll
                         for (int r = 0; r < GEMV_RPT; r++) {
-                            float16 w = lut_mode ? (float16)(e4m3x4_lut(q[r].x, lut), e4m3x4_lut(q[r].y, lut),
-                                                             e4m3x4_lut(q[r].z, lut), e4m3x4_lut(q[r].w, lut))
-                                                 : (float16)(e4m3x4_arith(q[r].x), e4m3x4_arith(q[r].y),
-                                                             e4m3x4_arith(q[r].z), e4m3x4_arith(q[r].w));
-                            acc[r][m] += dot16(xv, w) * (sw[r] * xa);
+                            if (lut_mode) {
+                                float16 w = (float16)(e4m3x4_lut(q[r].x, lut), e4m3x4_lut(q[r].y, lut),
+                                                      e4m3x4_lut(q[r].z, lut), e4m3x4_lut(q[r].w, lut));
+                                acc[r][m] += dot16(xv, w) * (sw[r] * xa);
+                            } else if (act) {
+                                /* quantized x holds its block's largest value near 448 (|q| > 224 unless the
+                                 * block is below the 1e-4 floor), so the sums of 2^-120-scaled products stay
+                                 * in f32's normal range and the bias correction is one multiply per chunk
+                                 * instead of one per byte */
+                                float16 w = (float16)(e4m3x4_bits(q[r].x), e4m3x4_bits(q[r].y),
+                                                      e4m3x4_bits(q[r].z), e4m3x4_bits(q[r].w));
+                                acc[r][m] += (dot16(xv, w) * 0x1p120f) * (sw[r] * xa);
+                            } else {
+                                float16 w = (float16)(e4m3x4_arith(q[r].x), e4m3x4_arith(q[r].y),
+                                                      e4m3x4_arith(q[r].z), e4m3x4_arith(q[r].w));
+                                acc[r][m] += dot16(xv, w) * (sw[r] * xa);
+                            }
                         }
                     }
                 }
