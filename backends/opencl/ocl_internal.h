@@ -39,6 +39,7 @@
     X(group_compact) \
     X(prep_rows) \
     X(attn_positions) \
+    X(attn_slots) \
     X(mla_decode_scores) \
     X(attn_softmax) \
     X(attn_softmax_dense) \

@@ -872,15 +872,15 @@ typedef struct {
     int64_t cap;
 } dsrt_attn_scratch;
 
-/* Lists the attended key rows of rows [0, T) (tensors already offset to the batch). */
+/* Lists the attended key rows of rows [0, T) (tensors already offset to the batch): DSA rows sort their
+ * indices in one work group each; other rows list positions in parallel. */
 static dsrt_status attn_positions(dsrt_ocl_stream *s, int mode, const dsrt_tensor *kv_len, const dsrt_tensor *row_seq,
                                   const dsrt_tensor *kv_start, const dsrt_tensor *idx, const dsrt_tensor *bt,
                                   int page, int64_t S, int64_t T, const dsrt_attn_scratch *sc)
 {
-    int64_t kidx = idx->buf ? idx->shape[1] : 0;
-    int n_pad = idx->buf ? pow2_ceil(kidx) : 1;
+    dsrt_ocl_kernel_id id = idx->buf ? DSRT_OCL_K_attn_positions : DSRT_OCL_K_attn_slots;
     dsrt_kargs a;
-    DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_attn_positions, &a));
+    DSRT_TRY(dsrt_begin(s, id, &a));
     ka_i32(&a, mode);
     ka_tensor(&a, kv_len);
     ka_i64(&a, kv_len->stride[0]);
@@ -888,10 +888,13 @@ static dsrt_status attn_positions(dsrt_ocl_stream *s, int mode, const dsrt_tenso
     ka_i64(&a, row_seq->buf ? row_seq->stride[0] : 0);
     ka_tensor(&a, kv_start);
     ka_i64(&a, kv_start->buf ? kv_start->stride[0] : 0);
-    ka_tensor(&a, idx);
-    ka_i64(&a, idx->buf ? idx->stride[0] : 0);
-    ka_i64(&a, kidx);
-    ka_i32(&a, idx->buf != NULL);
+    int n_pad = 1;
+    if (idx->buf) {
+        n_pad = pow2_ceil(idx->shape[1]);
+        ka_tensor(&a, idx);
+        ka_i64(&a, idx->stride[0]);
+        ka_i64(&a, idx->shape[1]);
+    }
     ka_tensor(&a, bt);
     ka_i64(&a, bt->buf ? bt->stride[0] : 0);
     ka_i64(&a, bt->buf ? bt->stride[1] : 0);
@@ -902,10 +905,14 @@ static dsrt_status attn_positions(dsrt_ocl_stream *s, int mode, const dsrt_tenso
     ka_mem(&a, sc->list);
     ka_mem(&a, sc->count);
     ka_i64(&a, sc->cap);
-    ka_local(&a, (size_t)n_pad * 4);
-    ka_i32(&a, n_pad);
-    size_t L = (size_t)wg_of(s), g[1] = {L * (size_t)T}, l[1] = {L};
-    return dsrt_launch(s, DSRT_OCL_K_attn_positions, &a, 1, g, l);
+    if (idx->buf) {
+        ka_local(&a, (size_t)n_pad * 4);
+        ka_i32(&a, n_pad);
+        size_t L = (size_t)wg_of(s), g[1] = {L * (size_t)T}, l[1] = {L};
+        return dsrt_launch(s, id, &a, 1, g, l);
+    }
+    size_t g[2] = {round_up((size_t)sc->cap, 64), (size_t)T}, l[2] = {64, 1};
+    return dsrt_launch(s, id, &a, 2, g, l);
 }
 
 static dsrt_status attn_softmax(dsrt_ocl_stream *s, const dsrt_attn_scratch *sc, int64_t T, int64_t Hh, bool bf16)

@@ -1,7 +1,7 @@
 /* MLA attention.
  *
- * attn_positions lists, per query row, the key rows it attends in ascending position order (DSA
- * indices sorted and de-duplicated; positions without a cached row dropped), so every later kernel
+ * attn_slots / attn_positions list, per query row, the key rows it attends in ascending position order
+ * (DSA indices sorted, duplicates and positions without a cached row marked -1), so every later kernel
  * works in O(attended positions).
  *
  * Decode (absorbed form over the paged cache) then runs as
@@ -53,17 +53,17 @@ DEV long key_row(int mode, long p, int seq, long base, __global const int *bt, l
     return slot < S ? slot : -1;
 }
 
-/* One work group per query row. list[t][0..count[t]) = attended key rows, ascending positions.
- * S: number of key rows (cache slots or L); seq_rows: block-table rows (mode 0). */
+/* DSA rows: one work group per query row sorts its indices; list[t][i] = the key row of the i-th
+ * smallest distinct valid position, -1 for duplicates, invalid entries and positions without a row
+ * (ascending order is kept; -1 entries get score -inf and probability 0). count[t] = kidx. */
 __kernel void attn_positions(int mode, __global const uchar *lb, ulong lo_, long ls0,
                              __global const uchar *rsb, ulong rso, long rss0,
                              __global const uchar *kb, ulong ko, long ks0,
-                             __global const uchar *ib, ulong io, long is0, long kidx, int has_idx,
+                             __global const uchar *ib, ulong io, long is0, long kidx,
                              __global const uchar *btb, ulong bto, long bt0, long bt1, long seq_rows, long P,
                              int page, long S, __global int *list, __global int *count, long cap,
                              __local int *sorted, int n_pad)
 {
-    __local int tmp[DSRT_WG];
     long t = get_group_id(0);
     int lid = get_local_id(0), L = get_local_size(0);
     int len = ((__global const int *)(lb + lo_))[t * ls0];
@@ -71,42 +71,47 @@ __kernel void attn_positions(int mode, __global const uchar *lb, ulong lo_, long
     if (mode == 0 && seq >= seq_rows) seq = -1;
     long base = mode == 1 ? ((__global const int *)(kb + ko))[t * ks0] : 0;
     __global const int *bt = (__global const int *)(btb + bto);
-    __global int *out = list + t * cap;
-    /* Candidates: positions pbeg..pend-1, or the sorted DSA indices (duplicates dropped). The sort and
-     * the compaction run unconditionally (n_pad is 1 without indices): barriers never sit inside
-     * branches, which some OpenCL compilers for CPUs mishandle. */
+    __global const int *idx = (__global const int *)(ib + io);
+    for (int i = lid; i < n_pad; i += L) {
+        int p = i < kidx ? idx[t * is0 + i] : INT_MAX;
+        sorted[i] = (p >= 0 && p < len) ? p : INT_MAX;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    bitonic_sort_int(sorted, n_pad);
+    for (long i = lid; i < kidx && i < cap; i += L) {
+        int p = sorted[i];
+        long r = -1;
+        if (p != INT_MAX && (i == 0 || sorted[i - 1] != p)) r = key_row(mode, p, seq, base, bt, bt0, bt1, P, page, S);
+        list[t * cap + i] = (int)r;
+    }
+    if (lid == 0) count[t] = (int)(kidx < cap ? kidx : cap);
+}
+
+/* Rows without DSA indices: list[t][j] = the key row of position pbeg + j (-1 where no row exists),
+ * filled in parallel. Grid: (ceil(cap / L) * L, T). count[t] = positions listed. */
+__kernel void attn_slots(int mode, __global const uchar *lb, ulong lo_, long ls0,
+                         __global const uchar *rsb, ulong rso, long rss0,
+                         __global const uchar *kb, ulong ko, long ks0,
+                         __global const uchar *btb, ulong bto, long bt0, long bt1, long seq_rows, long P, int page,
+                         long S, __global int *list, __global int *count, long cap)
+{
+    long j = get_global_id(0), t = get_global_id(1);
+    int len = ((__global const int *)(lb + lo_))[t * ls0];
+    int seq = mode == 0 ? ((__global const int *)(rsb + rso))[t * rss0] : 0;
+    if (mode == 0 && seq >= seq_rows) seq = -1;
+    long base = mode == 1 ? ((__global const int *)(kb + ko))[t * ks0] : 0;
+    /* positions that can have a row: [pbeg, pend) */
     long pend = len, pbeg = 0;
     if (mode == 0 && pend > P * page) pend = P * page;
     if (mode == 1) {
         if (pend > S - base) pend = S - base;
         if (pbeg < -base) pbeg = -base;
     }
-    __global const int *idx = (__global const int *)(ib + io);
-    for (int i = lid; i < n_pad; i += L) {
-        int p = (has_idx && i < kidx) ? idx[t * is0 + i] : INT_MAX;
-        sorted[i] = (p >= 0 && p < len) ? p : INT_MAX;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    bitonic_sort_int(sorted, n_pad);
-    long ncand = has_idx ? n_pad : (pend > pbeg ? pend - pbeg : 0);
-    int n = 0;
-    for (long c0 = 0; c0 < ncand; c0 += L) {
-        long i = c0 + lid, r = -1;
-        if (i < ncand) {
-            if (has_idx) {
-                int p = sorted[i];
-                if (p != INT_MAX && (i == 0 || sorted[i - 1] != p))
-                    r = key_row(mode, p, seq, base, bt, bt0, bt1, P, page, S);
-            } else {
-                r = key_row(mode, pbeg + i, seq, base, bt, bt0, bt1, P, page, S);
-            }
-        }
-        int total;
-        int at = wg_scan_excl(r >= 0, tmp, &total);
-        if (r >= 0 && n + at < cap) out[n + at] = (int)r;
-        n += total;
-    }
-    if (lid == 0) count[t] = n < cap ? n : (int)cap;
+    long n = pend > pbeg ? pend - pbeg : 0;
+    if (n > cap) n = cap;
+    if (j == 0) count[t] = (int)n;
+    if (j >= n) return;
+    list[t * cap + j] = (int)key_row(mode, pbeg + j, seq, base, (__global const int *)(btb + bto), bt0, bt1, P, page, S);
 }
 
 #define DC 32
@@ -129,7 +134,7 @@ DEV void decode_stage(int rope, long c0, long width, long t, long h_begin, long 
     for (long i = lid; i < (long)TJ * DC; i += L) {
         long j = i / DC, d = i % DC;
         float v = 0.0f;
-        if (j < nrows && d < width) {
+        if (j < nrows && d < width && rows[j] >= 0) {
             __global const uchar *row = cb + (long)rows[j] * cs0 * (fp8 ? 1 : dt_size(cdt));
             long e = c0 + d; /* element within its part */
             if (!fp8) v = ldf(row, cdt, rope ? Dc + e : e);
@@ -204,7 +209,7 @@ __kernel void mla_decode_scores(__global const uchar *qlb, ulong qlo, int qldt, 
             if (h >= nh) continue;
             float a = u ? lat1[j] : lat0[j], p = u ? pe1[j] : pe0[j];
             float s = bf16 ? round_bf16(round_bf16(round_bf16(a) + round_bf16(p)) * scale) : (a + p) * scale;
-            S[(t * Hh + h_begin + h) * cap + j0 + jj] = s;
+            S[(t * Hh + h_begin + h) * cap + j0 + jj] = rows[jj] >= 0 ? s : -INFINITY; /* no cached row */
         }
     }
 }
@@ -222,13 +227,13 @@ __kernel void attn_softmax(__global float *S, __global const int *count, long ca
     m = wg_max(m, red);
     float acc = 0.0f;
     for (int j = lid; j < n; j += L) {
-        float e = exp(row[j] - m);
+        float e = m == -INFINITY ? 0.0f : exp(row[j] - m); /* -inf: a listed position without a row */
         row[j] = e;
         acc += e;
     }
     float sum = wg_sum(acc, red);
     for (int j = lid; j < n; j += L) {
-        float p = row[j] / sum;
+        float p = sum > 0 ? row[j] / sum : 0.0f;
         row[j] = bf16 ? round_bf16(p) : p;
     }
 }
@@ -264,8 +269,8 @@ __kernel void mla_decode_pv(__global const uchar *cb, ulong co, int cdt, long cs
             int j = i / PV_DC, d = i % PV_DC;
             float v = 0.0f;
             long e = dc0 + d;
-            if (j < nj && e < Dc) {
-                long r = list[t * cap + j0 + j];
+            long r = (j < nj && e < Dc) ? list[t * cap + j0 + j] : -1;
+            if (r >= 0) {
                 __global const uchar *row = cbase + r * cs0 * (fp8 ? 1 : dt_size(cdt));
                 v = fp8 ? e4m3_to_f32(row[e]) * ld_f32_bytes(row + Dc + 4 * (e / 128)) : ldf(row, cdt, e);
             }
@@ -372,6 +377,10 @@ __kernel void mla_prefill_scores(__global const uchar *qb, ulong qo, int qdt, lo
     __global const uchar *kn = knb + kno, *kp = kpb + kpo;
     for (int j = lid; j < n; j += L) {
         long r = list[t * cap + j];
+        if (r < 0) {
+            S[(t * Hh + h) * cap + j] = -INFINITY;
+            continue;
+        }
         float s = 0.0f;
         for (long i = 0; i < Dn; i++) s = fma(qv[i], ldf(kn, kndt, r * kns0 + h * kns1 + i), s);
         for (long i = 0; i < Dr; i++) s = fma(qv[Dn + i], ldf(kp, kpdt, r * kps0 + i), s);
@@ -392,7 +401,10 @@ __kernel void mla_prefill_pv(__global const uchar *vb, ulong vo, int vdt, long v
     __global const uchar *v = vb + vo;
     for (long d = lid; d < Dv; d += L) {
         float acc = 0.0f;
-        for (int j = 0; j < n; j++) acc += p[j] * ldf(v, vdt, (long)list[t * cap + j] * vs0 + h * vs1 + d);
+        for (int j = 0; j < n; j++) {
+            long r = list[t * cap + j];
+            if (r >= 0) acc += p[j] * ldf(v, vdt, r * vs0 + h * vs1 + d);
+        }
         stf(ob + oo, odt, t * os0 + h * os1 + d, acc);
     }
 }

@@ -80,15 +80,49 @@ __kernel void sample(__global const uchar *lb, ulong lo_, long ls0, long V, __gl
     pacc total = pred[0];
     barrier(CLK_LOCAL_MEM_FENCE);
 
-    /* Walk the sorted order window by window. Phase 0 finds the kept count n and the kept sum; phase 1
-     * walks again to the drawn token. Only work item 0 walks; all help select and sort each window.
-     * One flat loop (no nested barrier loops) keeps CPU OpenCL compilers fast. */
     const long n_k = (top_k > 0 && top_k < V) ? top_k : V;
     const int C = cpad;
     long n = n_k, gi = 0, last_id = -1, pick = -1;
     pacc kept = 0, target = 0, cum = 0, pr0 = 0;
     int phase = 0;
     ulong limit = ~(ulong)0;
+    /* Without top_p and top_k the kept set is {pr >= min_p * pr0} (or everything): its size and sum are
+     * reductions, so phase 0 (a walk over the whole sorted vocabulary when nothing cuts it) is skipped.
+     * pr0 = 1 / total: the best token's exp term is exp(0). */
+    const bool quick = !greedy && top_p >= 1.0f && n_k == V;
+    {
+        pacc psum = 0;
+        int pcnt = 0;
+        const pacc thr = min_p > 0 ? (pacc)min_p * ((pacc)1 / total) : (pacc)0;
+        for (long i = lid; i < V && quick; i += L) {
+            float x = clean_logit(row[i]);
+            if (x == -INFINITY) continue;
+            pacc pr = exp(((pacc)x - (pacc)m) / (pacc)temp) / total;
+            if (min_p > 0 && !(pr >= thr)) continue;
+            psum += pr;
+            pcnt++;
+        }
+        pred[lid] = psum;
+        bi[lid] = pcnt;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int st = L / 2; st > 0; st >>= 1) {
+            if (lid < st) {
+                pred[lid] += pred[lid + st];
+                bi[lid] += bi[lid + st];
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        if (quick) {
+            kept = pred[0];
+            n = bi[0] > 0 ? bi[0] : 1;
+            target = (pacc)((__global const float *)(ub + uo))[b * us0] * kept;
+            phase = 1;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    /* Walk the sorted order window by window. Phase 0 finds the kept count n and the kept sum; phase 1
+     * walks again to the drawn token. Only work item 0 walks; all help select and sort each window.
+     * One flat loop (no nested barrier loops) keeps CPU OpenCL compilers fast. */
     for (int it = 0; !greedy; it++) {
         int cnt = select_best(row, V, C, limit, keys, C, hist, sh);
         if (lid == 0) {

@@ -1163,13 +1163,13 @@ START_TEST(test_sample)
     } c[] = {
         {1000, 0.0f, 1.0f, 0.0f, 3.0f, 0},   {129280, 0.0f, 1.0f, 0.0f, 3.0f, 0}, {1000, 1.0f, 1.0f, 0.0f, 3.0f, 40},
         {5000, 0.8f, 0.9f, 0.0f, 8.0f, 0},   {3000, 1.0f, 1.0f, 0.05f, 4.0f, 0},  {2500, 1.0f, 1.0f, 0.0f, 0.5f, 0},
-        {4000, 0.7f, 0.95f, 0.01f, 6.0f, 100},
+        {4000, 0.7f, 0.95f, 0.01f, 6.0f, 100}, {129280, 1.0f, 0.95f, 0.0f, 8.0f, 0}, {129280, 0.6f, 1.0f, 0.0f, 8.0f, 0},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
-        int64_t B = 3;
+        int64_t B = 4;
         tp *lg = tp_new(DSRT_F32, 2, B, c[i].V, 0, 0), *u = tp_new(DSRT_F32, 1, B, 0, 0, 0), *ids = tp_new(DSRT_I32, 1, B, 0, 0, 0);
         tp_rand(lg, c[i].amp);
-        float uv[3] = {0.1f, 0.5f, 0.93f};
+        float uv[4] = {0.1f, 0.5f, 0.93f, 0.0f};
         tp_f32(u, uv);
         dsrt_op op = dsrt_op_init(DSRT_OP_SAMPLE);
         op.p.temperature = c[i].temp;
