@@ -53,6 +53,7 @@
     X(moe_dispatch_index) \
     X(moe_dispatch_copy) \
     X(moe_combine) \
+    X(sample_prep) \
     X(sample)
 
 #define DSRT_OCL_KERNEL_ENUM(name) DSRT_OCL_K_##name,

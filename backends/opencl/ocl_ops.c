@@ -1436,29 +1436,44 @@ static dsrt_status op_moe_combine(dsrt_ocl_stream *s, const dsrt_op *op)
     return dsrt_launch(s, DSRT_OCL_K_moe_combine, &a, 2, g, l);
 }
 
-static dsrt_status op_sample(dsrt_ocl_stream *s, const dsrt_op *op)
+static void ka_sample_common(dsrt_kargs *a, const dsrt_op *op)
 {
     const dsrt_tensor *lg = &op->in[0], *u = &op->in[1], *ids = &op->out[0];
-    int64_t B = lg->shape[0], V = lg->shape[1];
+    ka_tensor(a, lg);
+    ka_i64(a, lg->stride[0]);
+    ka_i64(a, lg->shape[1]);
+    ka_tensor(a, u);
+    ka_i64(a, u->stride[0]);
+    ka_tensor(a, ids);
+    ka_i64(a, ids->stride[0]);
+    ka_f32(a, op->p.temperature);
+    ka_i32(a, op->p.top_k);
+    ka_f32(a, op->p.top_p);
+    ka_f32(a, op->p.min_p);
+}
+
+static dsrt_status op_sample(dsrt_ocl_stream *s, const dsrt_op *op)
+{
+    int64_t B = op->in[0].shape[0], V = op->in[0].shape[1];
     int64_t cap = sort_capacity(s->dev);
     int C = pow2_ceil(V < 1024 ? V : 1024);
     if (C > cap) C = (int)cap;
+    cl_mem st, ist;
+    DSRT_TRY(dsrt_ocl_scratch(s, 0, (size_t)B * 4 * 8, &st)); /* 4 doubles (or floats) per row */
+    DSRT_TRY(dsrt_ocl_scratch(s, 1, (size_t)B * 2 * 8, &ist));
+    size_t L = (size_t)wg_of(s), g[2] = {L, (size_t)B}, l[2] = {L, 1};
     dsrt_kargs a;
+    DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_sample_prep, &a));
+    ka_sample_common(&a, op);
+    ka_mem(&a, st);
+    ka_mem(&a, ist);
+    DSRT_TRY(dsrt_launch(s, DSRT_OCL_K_sample_prep, &a, 2, g, l));
     DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_sample, &a));
-    ka_tensor(&a, lg);
-    ka_i64(&a, lg->stride[0]);
-    ka_i64(&a, V);
-    ka_tensor(&a, u);
-    ka_i64(&a, u->stride[0]);
-    ka_tensor(&a, ids);
-    ka_i64(&a, ids->stride[0]);
-    ka_f32(&a, op->p.temperature);
-    ka_i32(&a, op->p.top_k);
-    ka_f32(&a, op->p.top_p);
-    ka_f32(&a, op->p.min_p);
+    ka_sample_common(&a, op);
+    ka_mem(&a, st);
+    ka_mem(&a, ist);
     ka_local(&a, (size_t)C * 8);
     ka_i32(&a, C);
-    size_t L = (size_t)wg_of(s), g[2] = {L, (size_t)B}, l[2] = {L, 1};
     return dsrt_launch(s, DSRT_OCL_K_sample, &a, 2, g, l);
 }
 

@@ -6,7 +6,8 @@
  * are walked until their running sum exceeds uniform * kept sum. The sorted order is produced window by
  * window with the top-k selection (select_best), so only the prefix that the cuts and the draw reach is
  * ever sorted; a peaked distribution needs one window. Probabilities use double where the device has it
- * (the CPU computes them in double). */
+ * (the CPU computes them in double). Two kernels: sample_prep (reductions) and sample (the walk), so
+ * each stays small for CPU OpenCL compilers. */
 
 #ifdef DSRT_HAS_FP64
 typedef double pacc;
@@ -16,16 +17,16 @@ typedef float pacc;
 
 DEV float clean_logit(float v) { return isnan(v) ? -INFINITY : v; }
 
-__kernel void sample(__global const uchar *lb, ulong lo_, long ls0, long V, __global const uchar *ub, ulong uo,
-                     long us0, __global uchar *ob, ulong oo, long os0, float temp, int top_k, float top_p,
-                     float min_p, __local ulong *keys, int cpad)
+/* Per row: the greedy pick (written when temperature <= 0), the max logit, the softmax denominator and,
+ * when neither top_p nor top_k cuts, the kept count and sum (phase 1 may start at once). st: 4 pacc
+ * per row (m, total, kept, target); ist: 2 ints per row (n, first phase). Grid: (L, B). */
+__kernel void sample_prep(__global const uchar *lb, ulong lo_, long ls0, long V, __global const uchar *ub, ulong uo,
+                          long us0, __global uchar *ob, ulong oo, long os0, float temp, int top_k, float top_p,
+                          float min_p, __global pacc *stats, __global long *istats)
 {
-    __local uint hist[256];
-    __local int sh[4];
     __local float red[DSRT_WG];
     __local pacc pred[DSRT_WG];
     __local int bi[DSRT_WG];
-    __local int flag[4];
     long b = get_group_id(1);
     int lid = get_local_id(0), L = get_local_size(0);
     __global const float *row = (__global const float *)(lb + lo_) + b * ls0;
@@ -81,11 +82,9 @@ __kernel void sample(__global const uchar *lb, ulong lo_, long ls0, long V, __gl
     barrier(CLK_LOCAL_MEM_FENCE);
 
     const long n_k = (top_k > 0 && top_k < V) ? top_k : V;
-    const int C = cpad;
-    long n = n_k, gi = 0, last_id = -1, pick = -1;
-    pacc kept = 0, target = 0, cum = 0, pr0 = 0;
+    long n = n_k;
+    pacc kept = 0, target = 0;
     int phase = 0;
-    ulong limit = ~(ulong)0;
     /* Without top_p and top_k the kept set is {pr >= min_p * pr0} (or everything): its size and sum are
      * reductions, so phase 0 (a walk over the whole sorted vocabulary when nothing cuts it) is skipped.
      * pr0 = 1 / total: the best token's exp term is exp(0). */
@@ -120,6 +119,37 @@ __kernel void sample(__global const uchar *lb, ulong lo_, long ls0, long V, __gl
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
+    if (lid == 0) {
+        stats[4 * b] = (pacc)m;
+        stats[4 * b + 1] = total;
+        stats[4 * b + 2] = kept;
+        stats[4 * b + 3] = target;
+        istats[2 * b] = n;
+        istats[2 * b + 1] = greedy ? 2 : phase;
+    }
+}
+
+/* The walk over windows of the sorted order (see the top of this file), after sample_prep. */
+__kernel void sample(__global const uchar *lb, ulong lo_, long ls0, long V, __global const uchar *ub, ulong uo,
+                     long us0, __global uchar *ob, ulong oo, long os0, float temp, int top_k, float top_p,
+                     float min_p, __global const pacc *stats, __global const long *istats, __local ulong *keys,
+                     int cpad)
+{
+    __local uint hist[256];
+    __local int sh[4];
+    __local int flag[4];
+    long b = get_group_id(1);
+    int lid = get_local_id(0);
+    __global const float *row = (__global const float *)(lb + lo_) + b * ls0;
+    __global int *out = (__global int *)(ob + oo) + b * os0;
+    const float m = (float)stats[4 * b];
+    const pacc total = stats[4 * b + 1];
+    pacc kept = stats[4 * b + 2], target = stats[4 * b + 3], cum = 0, pr0 = 0;
+    long n = istats[2 * b], gi = 0, last_id = -1, pick = -1;
+    int phase = (int)istats[2 * b + 1];
+    const bool greedy = phase == 2;
+    const int C = cpad;
+    ulong limit = ~(ulong)0;
     /* Walk the sorted order window by window. Phase 0 finds the kept count n and the kept sum; phase 1
      * walks again to the drawn token. Only work item 0 walks; all help select and sort each window.
      * One flat loop (no nested barrier loops) keeps CPU OpenCL compilers fast. */
