@@ -33,7 +33,7 @@ typedef struct dsrt_cuda_device {
     cudaStream_t alloc_stream; /* buffer allocations and frees, ordered on their own */
     unsigned *err_host;        /* error word: mapped pinned memory kernels write through err_dev */
     unsigned *err_dev;
-    dsrt_gpu_fp8_gemm fp8_mode; /* DSRT_CUDA_FP8_GEMM=auto|library|own|simt */
+    dsrt_gpu_fp8_gemm fp8_mode; /* DSRT_CUDA_FP8_GEMM=own (default)|auto|library|simt */
     bool fp8_simt;              /* "simt": plain cores only, for testing the portable path */
     int lt_fp8_checked;         /* 0 not yet, 1 library agrees with our kernel, -1 it does not */
     char lt_fp8_note[400];

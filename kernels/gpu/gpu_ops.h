@@ -24,9 +24,9 @@ enum {
 
 /* How the FP8 block-scaled GEMM (linear with act_quant) is done. */
 typedef enum dsrt_gpu_fp8_gemm {
-    DSRT_GPU_FP8_AUTO = 0, /* the vendor library where it takes the shape, else our kernel */
+    DSRT_GPU_FP8_AUTO = 0, /* the vendor library where it takes the shape, else our kernel (opt-in) */
     DSRT_GPU_FP8_LIBRARY,  /* the vendor library only (fails when it refuses) */
-    DSRT_GPU_FP8_OWN,      /* our kernel only */
+    DSRT_GPU_FP8_OWN,      /* our kernel only (the default) */
 } dsrt_gpu_fp8_gemm;
 
 typedef struct dsrt_gpu_ctx {

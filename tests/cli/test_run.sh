@@ -87,6 +87,14 @@ else
   bad "chat: $(cat chat_err.txt)"
 fi
 
+# 6. dsrt bench decodes a batch (KV pages sized per sequence) and reports the roofline fraction
+if "$dsrt" bench -m "$model" --prompt 8 --gen 4 --context 100 --batch 8 >bench.txt 2>bench_err.txt &&
+  grep -q "decode: batch 8 at context 100" bench.txt && grep -q "decode reaches" bench.txt; then
+  ok "bench at batch 8: $(grep 'decode:' bench.txt)"
+else
+  bad "bench at batch 8: $(cat bench.txt bench_err.txt)"
+fi
+
 echo
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
