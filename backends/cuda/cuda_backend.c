@@ -3,7 +3,8 @@
  * go through gpu/gpu_runtime.h, and the few places where the vendors differ (capabilities, the reason
  * for having no device, the vendor libraries) are marked.
  *
- * Memory comes from the device's stream-ordered pool (MallocAsync pools, kept cached), streams
+ * Memory comes from the device's stream-ordered pool (MallocAsync pools, kept cached; plain Malloc
+ * where the runtime has no pools, as ROCm 5 unless HIP_MEM_POOL_SUPPORT=1), streams
  * are non-blocking streams, graphs are stream captures instantiated as graph executables. Ops run the
  * kernels of kernels/gpu (and the vendor BLAS for dense GEMMs, cuda_linear.c). Every runtime call is
  * checked and every launch followed by a check of the last error; failures come back as statuses
@@ -277,8 +278,14 @@ static dsrt_status dsrt_cuda_device_open(void *bctx, int index, void **dctx)
         d->warp_size = p.warpSize;
         st = dsrt_cuda_check(gpuStreamCreateWithFlags(&d->alloc_stream, gpuStreamNonBlocking), GPU_API("StreamCreate"));
     }
-    if (!st) st = dsrt_cuda_check(gpuDeviceGetDefaultMemPool(&d->pool, index), GPU_API("DeviceGetDefaultMemPool"));
-    if (!st) {
+    int pools = 0;
+    if (!st && gpuDeviceGetAttribute(&pools, gpuDevAttrMemoryPoolsSupported, index) != gpuSuccess) {
+        gpuGetLastError();
+        pools = 0;
+    }
+    if (!st && pools)
+        st = dsrt_cuda_check(gpuDeviceGetDefaultMemPool(&d->pool, index), GPU_API("DeviceGetDefaultMemPool"));
+    if (!st && d->pool) {
         /* keep freed memory in the pool: model-sized buffers come and go with reloads */
         uint64_t keep = UINT64_MAX;
         st = dsrt_cuda_check(gpuMemPoolSetAttribute(d->pool, gpuMemPoolAttrReleaseThreshold, &keep),
@@ -345,8 +352,13 @@ static dsrt_status dsrt_cuda_buffer_alloc(void *dctx, size_t bytes, void **handl
     *host_ptr = NULL;
     DSRT_CUDA_TRY(gpuSetDevice(d->index), GPU_API("SetDevice"));
     void *p = NULL;
-    gpuError_t e = gpuMallocFromPoolAsync(&p, bytes, d->pool, d->alloc_stream);
-    if (e == gpuSuccess) e = gpuStreamSynchronize(d->alloc_stream);
+    gpuError_t e;
+    if (d->pool) {
+        e = gpuMallocFromPoolAsync(&p, bytes, d->pool, d->alloc_stream);
+        if (e == gpuSuccess) e = gpuStreamSynchronize(d->alloc_stream);
+    } else {
+        e = gpuMalloc(&p, bytes);
+    }
     if (e != gpuSuccess) {
         gpuGetLastError();
         size_t fr = 0, tot = 0;
@@ -489,7 +501,7 @@ dsrt_status dsrt_cuda_scratch(void *user, size_t bytes, void **ptr)
         s->scratch_size = 0;
     }
     void *p = NULL;
-    gpuError_t e = gpuMallocFromPoolAsync(&p, nsize, s->dev->pool, s->s);
+    gpuError_t e = s->dev->pool ? gpuMallocFromPoolAsync(&p, nsize, s->dev->pool, s->s) : gpuMalloc(&p, nsize);
     if (e != gpuSuccess) {
         gpuGetLastError();
         return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, DSRT_GPU_RT_NAME ":%d: cannot allocate %zu bytes of scratch: %s",
@@ -509,7 +521,9 @@ static void dsrt_cuda_begin_op(dsrt_cuda_stream *s)
         while (s->retired) {
             dsrt_cuda_block *b = s->retired;
             s->retired = b->next;
-            if (gpuFreeAsync(b->ptr, s->s) != gpuSuccess) gpuGetLastError();
+            /* without pools, Free waits for the device: kernels still using the block finish first */
+            gpuError_t e = s->dev->pool ? gpuFreeAsync(b->ptr, s->s) : gpuFree(b->ptr);
+            if (e != gpuSuccess) gpuGetLastError();
             free(b);
         }
     }

@@ -51,8 +51,8 @@ struct dsrt_hip_rocblas;
 typedef struct dsrt_cuda_device {
     int index;
     int sm_count, cc_major, cc_minor, smem_optin, warp_size;
-    gpuMemPool_t pool;
-    gpuStream_t alloc_stream; /* buffer allocations and frees, ordered on their own */
+    gpuMemPool_t pool;         /* the default stream-ordered pool; NULL where the runtime has none */
+    gpuStream_t alloc_stream;  /* buffer allocations and frees, ordered on their own */
     unsigned *err_host;        /* error word: mapped pinned memory kernels write through err_dev */
     unsigned *err_dev;
     dsrt_gpu_fp8_gemm fp8_mode; /* DSRT_CUDA_FP8_GEMM=auto|library|own|simt */
