@@ -190,7 +190,8 @@ static void dsrt_cuda_no_device_reason(gpuError_t e, char *why, size_t len)
     if (access("/dev/kfd", F_OK) != 0)
         snprintf(why, len, "no HIP device present (no AMD GPU driver: /dev/kfd is missing)");
     else if (access("/dev/kfd", R_OK | W_OK) != 0)
-        snprintf(why, len, "no HIP device present (no access to /dev/kfd: add the user to the render and video groups)");
+        snprintf(why, len,
+                 "no HIP device present (no access to /dev/kfd: add the user to the render and video groups)");
     else if (e == hipErrorNoDevice)
         snprintf(why, len, "no HIP device present");
     else
@@ -363,7 +364,8 @@ static dsrt_status dsrt_cuda_buffer_alloc(void *dctx, size_t bytes, void **handl
         gpuGetLastError();
         size_t fr = 0, tot = 0;
         gpuMemGetInfo(&fr, &tot);
-        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, DSRT_GPU_RT_NAME ":%d: cannot allocate %zu bytes: %s (%zu of %zu bytes free)",
+        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED,
+                          DSRT_GPU_RT_NAME ":%d: cannot allocate %zu bytes: %s (%zu of %zu bytes free)",
                           d->index, bytes, gpuGetErrorString(e), fr, tot);
     }
     *handle = p; /* a buffer's handle is its device address */
@@ -630,7 +632,8 @@ static dsrt_status dsrt_cuda_fill(void *sctx, void *dst, size_t off, size_t byte
     DSRT_CUDA_TRY(gpuSetDevice(s->dev->index), GPU_API("SetDevice"));
     uint32_t pat = 0;
     memcpy(&pat, pattern, psize);
-    if (psize == 1) return dsrt_cuda_check(gpuMemsetAsync((char *)dst + off, (int)(pat & 0xff), bytes, s->s), GPU_API("MemsetAsync"));
+    if (psize == 1)
+        return dsrt_cuda_check(gpuMemsetAsync((char *)dst + off, (int)(pat & 0xff), bytes, s->s), GPU_API("MemsetAsync"));
     dsrt_gpu_ctx c;
     dsrt_cuda_ctx(s, &c);
     return dsrt_gpu_fill(&c, (char *)dst + off, bytes, pat, (int)psize);

@@ -150,8 +150,11 @@ static dsrt_status nccl_init_rank(dsrt_device *dev, int nranks, const dsrt_comm_
                                   dsrt_nccl_comm **out)
 {
     DSRT_TRY(nccl_ready());
-    if (!is_ours(dev)) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL ": %s is not a " DSRT_GPU_RT_TITLE " device", dsrt_device_label(dev));
-    if (rank < 0 || rank >= nranks) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL ": rank %d outside 0..%d", rank, nranks - 1);
+    if (!is_ours(dev))
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL ": %s is not a " DSRT_GPU_RT_TITLE " device",
+                          dsrt_device_label(dev));
+    if (rank < 0 || rank >= nranks)
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL ": rank %d outside 0..%d", rank, nranks - 1);
     dsrt_nccl_comm *c = calloc(1, sizeof *c);
     if (!c) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, CCL ": out of memory");
     c->dev = dev;
@@ -184,7 +187,9 @@ static dsrt_status nccl_init_all(dsrt_device *const *devs, int n, dsrt_nccl_comm
     }
     dsrt_status st = DSRT_OK;
     for (int i = 0; i < n && !st; i++) {
-        if (!is_ours(devs[i])) st = dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL ": %s is not a " DSRT_GPU_RT_TITLE " device", dsrt_device_label(devs[i]));
+        if (!is_ours(devs[i]))
+            st = dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL ": %s is not a " DSRT_GPU_RT_TITLE " device",
+                            dsrt_device_label(devs[i]));
         else list[i] = dsrt_cuda_device_of(devs[i]->dctx);
     }
     if (!st) st = nccl_check(dsrt_nccl.comm_init_all(raw, n, list), "ncclCommInitAll");
@@ -271,8 +276,9 @@ static dsrt_status nccl_stream(const dsrt_nccl_comm *c, dsrt_stream *s, const ch
     if (!s || s->dev != c->dev)
         return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " %s: the stream is not on %s", what, dsrt_device_label(c->dev));
     *out = dsrt_cuda_stream_of(s->sctx);
-    return gpuSetDevice(c->cuda_index) == gpuSuccess ? DSRT_OK
-                                                  : dsrt_error(DSRT_CODE_DEVICE, CCL " %s: " GPU_API("SetDevice") " failed", what);
+    if (gpuSetDevice(c->cuda_index) == gpuSuccess) return DSRT_OK;
+    gpuGetLastError();
+    return dsrt_error(DSRT_CODE_DEVICE, CCL " %s: " GPU_API("SetDevice") " failed", what);
 }
 
 static void *tptr(const dsrt_tensor *t) { return (char *)dsrt_buffer_native(t->buf) + t->offset; }
