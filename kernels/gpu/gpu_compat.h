@@ -24,9 +24,12 @@
 #ifdef DSRT_GPU_HIP
 #include <hip/hip_runtime.h>
 /* The wave width of the code being compiled: 64 on CDNA (gfx9), 32 on RDNA (gfx10+) in HIP's default
- * wave32 mode. Newer compilers drop the macro; warpSize is then the (run-time) value. The host pass
- * never uses it: host code takes the width from the device (dsrt_gpu_ctx::warp_size). */
-#if defined(__HIP_DEVICE_COMPILE__) && defined(__AMDGCN_WAVEFRONT_SIZE)
+ * wave32 mode. Newer clang has a builtin and deprecates the macro (clang 15, Debian's, has only the
+ * macro). Never needed as a constant expression. The host pass never uses it: host code takes the
+ * width from the device (dsrt_gpu_ctx::warp_size). */
+#if defined(__HIP_DEVICE_COMPILE__) && __has_builtin(__builtin_amdgcn_wavefrontsize)
+#define GPU_WARP_SIZE ((int)__builtin_amdgcn_wavefrontsize())
+#elif defined(__HIP_DEVICE_COMPILE__) && defined(__AMDGCN_WAVEFRONT_SIZE)
 #define GPU_WARP_SIZE __AMDGCN_WAVEFRONT_SIZE
 #elif defined(__HIP_DEVICE_COMPILE__)
 #define GPU_WARP_SIZE warpSize
