@@ -10,8 +10,9 @@ pkgs=(build-essential cmake ninja-build pkg-config git python3
       ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libclblast-dev clinfo
       # NUMA placement and MPI collectives
       libnuma-dev libopenmpi-dev openmpi-bin
-      # HIP (AMD): Debian's ROCm 5.2 compiler and runtime headers, for the compile-only gfx90a build
-      hipcc libamdhip64-dev rocm-device-libs)
+      # HIP (AMD): Debian's ROCm 5.2 compiler, runtime headers, device libraries and rocPRIM (the
+      # sampling sort), for the compile-only gfx90a build (docs/hip.md)
+      hipcc libamdhip64-dev rocm-device-libs librocprim-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do

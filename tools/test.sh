@@ -2,7 +2,9 @@
 # Sets up, builds and runs every test dsrt has on this machine (CI runs this through .ci/run):
 #   1. Release build with -Werror, all ctest suites (Check unit tests, conformance, golden, CLI tests);
 #   2. ASan + UBSan build, the same suites;
-#   3. compile-only builds of the accelerator backends whose toolkits are present (CUDA, HIP).
+#   3. the HIP backend alone (-DDSRT_HIP=ON, CUDA off, no tests): libdsrt and dsrt compiled for gfx90a
+#      with Debian's hipcc, then `dsrt devices` must say in one line that no HIP device is present
+#      (CUDA and HIP are also compiled by builds 1 and 2 when their toolkits are found).
 # Ends with one line "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +63,26 @@ mkdir -p build-asan
 if build build-asan "sanitizer" -DCMAKE_BUILD_TYPE=Debug -DDSRT_SANITIZE=ON -DDSRT_WERROR=ON; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_ctest build-asan "sanitizer tests"
+fi
+
+step "HIP compile-only build (libdsrt and dsrt, -DDSRT_HIP=ON) and the no-device line"
+mkdir -p build-hip
+if build build-hip "HIP" -DCMAKE_BUILD_TYPE=Release -DDSRT_WERROR=ON -DDSRT_HIP=ON -DDSRT_CUDA=OFF \
+     -DDSRT_BUILD_TESTS=OFF; then
+  devices=$(build-hip/dsrt devices 2>&1)
+  rc=$?
+  hip_lines=$(printf '%s\n' "$devices" | grep -E '^hip: ')
+  echo "$hip_lines"
+  # one line: "hip: no device (<reason>)" here, "hip: N device(s)" on a machine with an AMD GPU
+  if [ $rc -eq 0 ] && [ "$(printf '%s\n' "$hip_lines" | grep -c .)" -eq 1 ] &&
+     printf '%s\n' "$hip_lines" | grep -qE '^hip: (no device \(.+\)|[0-9]+ devices?)$'; then
+    total_pass=$((total_pass + 1))
+  else
+    echo "test.sh: dsrt devices (rc $rc) did not report the HIP backend in one line:" >&2
+    printf '%s\n' "$devices" >&2
+    total_fail=$((total_fail + 1))
+    failed_steps+=("HIP devices line")
+  fi
 fi
 
 echo

@@ -1,6 +1,10 @@
 /* The CUDA backend's private types: devices, streams with their scratch arenas and pinned staging,
- * events, graphs, and the cuBLASLt plan cache. C11 over the CUDA runtime's C API; kernels live in
- * kernels/gpu and are reached through gpu_ops.h. */
+ * events, graphs, and the cuBLASLt plan cache. C11 over the runtime API of gpu/gpu_runtime.h; kernels
+ * live in kernels/gpu and are reached through gpu_ops.h.
+ *
+ * These sources build twice: as the "cuda" backend (CUDA runtime, cuBLASLt, NCCL) and, with
+ * DSRT_GPU_HIP defined, as the "hip" backend (HIP runtime, rocBLAS and RCCL loaded at run time; see
+ * docs/hip.md). What differs between the two is under DSRT_GPU_HIP / DSRT_GPU_HAVE_LT. */
 #ifndef DSRT_CUDA_BACKEND_H
 #define DSRT_CUDA_BACKEND_H
 
@@ -8,8 +12,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gpu/gpu_runtime.h"
+
+#ifndef DSRT_GPU_HIP
 #include <cublasLt.h>
-#include <cuda_runtime_api.h>
+#define DSRT_GPU_HAVE_LT 1 /* cuBLASLt: float GEMMs and the block-scaled FP8 GEMM */
+#else
+#define DSRT_GPU_HAVE_LT 0
+/* The HIP build links into the same libdsrt as the CUDA build: its external names differ. */
+#define dsrt_cuda_backend_vtable dsrt_hip_backend_vtable
+#define dsrt_cuda_check dsrt_hip_check
+#define dsrt_cuda_ctx dsrt_hip_ctx
+#define dsrt_cuda_scratch dsrt_hip_scratch
+#define dsrt_cuda_linear dsrt_hip_linear
+#define dsrt_cuda_head_linear dsrt_hip_head_linear
+#define dsrt_cuda_blas_release dsrt_hip_blas_release
+#define dsrt_cuda_stream_of dsrt_hip_stream_of
+#define dsrt_cuda_device_of dsrt_hip_device_of
+#endif
 
 #include "dsrt/backend_impl.h"
 #include "gpu/gpu_ops.h"
@@ -26,11 +46,13 @@ typedef struct dsrt_cuda_lt_variant {
     int w_scale_t;  /* weight scales [K/128][N/128 padded to 4] (else [N/128][K/128 padded to 4]) */
 } dsrt_cuda_lt_variant;
 
+struct dsrt_hip_rocblas;
+
 typedef struct dsrt_cuda_device {
     int index;
     int sm_count, cc_major, cc_minor, smem_optin, warp_size;
-    cudaMemPool_t pool;
-    cudaStream_t alloc_stream; /* buffer allocations and frees, ordered on their own */
+    gpuMemPool_t pool;         /* the default stream-ordered pool; NULL where the runtime has none */
+    gpuStream_t alloc_stream;  /* buffer allocations and frees, ordered on their own */
     unsigned *err_host;        /* error word: mapped pinned memory kernels write through err_dev */
     unsigned *err_dev;
     dsrt_gpu_fp8_gemm fp8_mode; /* DSRT_CUDA_FP8_GEMM=own (default)|auto|library|simt */
@@ -39,6 +61,8 @@ typedef struct dsrt_cuda_device {
     char lt_fp8_note[400];
     dsrt_cuda_lt_variant lt_variant;
     bool use_mma;
+    struct dsrt_hip_rocblas *blas; /* HIP: rocBLAS when loaded (hip_rocblas.h), else NULL */
+    char blas_note[200];           /* HIP: why rocBLAS is not used */
 } dsrt_cuda_device;
 
 typedef struct dsrt_cuda_block {
@@ -47,6 +71,7 @@ typedef struct dsrt_cuda_block {
     struct dsrt_cuda_block *next;
 } dsrt_cuda_block;
 
+#if DSRT_GPU_HAVE_LT
 typedef struct dsrt_cuda_lt_plan {
     int64_t key[20];
     bool used;
@@ -56,10 +81,11 @@ typedef struct dsrt_cuda_lt_plan {
     size_t workspace;
     uint64_t last_use;
 } dsrt_cuda_lt_plan;
+#endif
 
 typedef struct dsrt_cuda_stream {
     dsrt_cuda_device *dev;
-    cudaStream_t s;
+    gpuStream_t s;
     /* scratch arena for ops: bump allocation reset at each op; grown blocks retire and are freed
      * (stream-ordered) at the next op */
     void *scratch;
@@ -71,23 +97,37 @@ typedef struct dsrt_cuda_stream {
     dsrt_status scratch_err;
     /* pinned staging for pageable host memory */
     void *stage[2];
-    cudaEvent_t stage_ev[2];
+    gpuEvent_t stage_ev[2];
     bool stage_used[2];
     int stage_next;
+#if DSRT_GPU_HAVE_LT
     cublasLtHandle_t lt;
     dsrt_cuda_lt_plan plans[DSRT_CUDA_LT_CACHE];
     uint64_t plan_clock;
+#else
+    void *blas_handle; /* rocblas_handle of this stream, created on first use */
+#endif
 } dsrt_cuda_stream;
 
 typedef struct dsrt_cuda_graph {
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
+    gpuGraph_t graph;
+    gpuGraphExec_t exec;
     dsrt_cuda_block *blocks;
     int device;
 } dsrt_cuda_graph;
 
-/* Status for a failed CUDA call (NULL when it succeeded). */
-dsrt_status dsrt_cuda_check(cudaError_t e, const char *what);
+/* A float GEMM as the vendor BLAS sees it: D (m x n, column-major, leading dimension ldd) = alpha
+ * op(A) B, A stored k x m (transa) or m x k, B k x n; `batch` problems `sa`, `sb`, `sd` elements apart.
+ * in: the dtype of A and B (f32, bf16 or f16); out: D's. */
+typedef struct dsrt_gpu_blas_gemm {
+    dsrt_dtype in, out;
+    int transa;
+    int64_t m, n, k, lda, ldb, ldd;
+    int64_t batch, sa, sb, sd;
+} dsrt_gpu_blas_gemm;
+
+/* Status for a failed runtime call (NULL when it succeeded). */
+dsrt_status dsrt_cuda_check(gpuError_t e, const char *what);
 #define DSRT_CUDA_TRY(call, what) DSRT_TRY(dsrt_cuda_check((call), (what)))
 
 /* Fills the kernels' launch context for an op on stream s. */
@@ -95,13 +135,15 @@ void dsrt_cuda_ctx(dsrt_cuda_stream *s, dsrt_gpu_ctx *c);
 /* Scratch for the current op (gpu_ops.h contract). */
 dsrt_status dsrt_cuda_scratch(void *user, size_t bytes, void **ptr);
 
-/* linear, linear_grouped, head_linear: cuBLASLt where it fits, else our kernels (cuda_linear.c). */
+/* linear, linear_grouped, head_linear: the vendor BLAS where it fits (cuBLASLt; rocBLAS on HIP), else
+ * our kernels (cuda_linear.c). */
 dsrt_status dsrt_cuda_linear(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const dsrt_op *op);
 dsrt_status dsrt_cuda_head_linear(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const dsrt_op *op);
-void dsrt_cuda_lt_release(dsrt_cuda_stream *s);
+/* Frees a stream's BLAS state (cuBLASLt handle and plans; rocBLAS handle). */
+void dsrt_cuda_blas_release(dsrt_cuda_stream *s);
 
-/* The stream, device index of HAL objects known to be CUDA ones (for cuda_nccl.c). */
-cudaStream_t dsrt_cuda_stream_of(void *sctx);
+/* The stream, device index of HAL objects known to be this backend's (for cuda_nccl.c). */
+gpuStream_t dsrt_cuda_stream_of(void *sctx);
 int dsrt_cuda_device_of(void *dctx);
 
 #endif

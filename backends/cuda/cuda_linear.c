@@ -1,7 +1,7 @@
-/* Linear layers on CUDA: which engine runs each case.
+/* Linear layers on CUDA and HIP: which engine runs each case.
  *
- *  - Float weights, same dtype as x (bf16/f16/f32): cuBLASLt, fp32 compute (no TF32), so products are
- *    exact and sums fp32 like the reference.
+ *  - Float weights, same dtype as x (bf16/f16/f32): cuBLASLt (HIP: rocBLAS when it is installed,
+ *    hip_rocblas.c), fp32 compute (no TF32), so products are exact and sums fp32 like the reference.
  *  - FP8 weights with act_quant (the official FP8 GEMM): x is quantized per 1x128 block by our kernel,
  *    then our tensor-core kernel (kernels/gpu/gpu_linear.cu) multiplies, promoting each 128-wide K
  *    block's partial sums to fp32 with both scales, as the official kernel does. With
@@ -9,8 +9,8 @@
  *    weight scales, BLK128x128_32F; B: 1x128 activation scales, VEC128_32F) where it takes the shape,
  *    after a one-time self-check against exact references. It is opt-in because the golden FP8 model
  *    drifted with it (docs/cuda.md). Grouped (MoE) GEMMs always run our kernel.
- *  - Everything else (mixed dtypes, FP8 without act_quant, devices without tensor cores): the plain
- *    kernel, fp32 products of exactly dequantized weights.
+ *  - Everything else (mixed dtypes, FP8 without act_quant, devices without tensor cores, every FP8
+ *    GEMM of the HIP build): the plain kernel, fp32 products of exactly dequantized weights.
  * DSRT_CUDA_FP8_GEMM=own|auto|library|simt picks the FP8 engine (tests compare them). cuBLASLt plans
  * (descriptors, layouts, the chosen algorithm) are cached per stream: the heuristic query costs tens of
  * microseconds, more than a decode-sized GEMM. */
@@ -24,7 +24,16 @@
 #include "dsrt/fp8.h"
 #include "dsrt/half.h"
 
+#ifdef DSRT_GPU_HIP
+#include "hip_rocblas.h"
+#endif
+
+static bool al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+#if DSRT_GPU_HAVE_LT
 #define LT_WORKSPACE (32u << 20)
+
+static size_t esize(dsrt_dtype t) { return dsrt_dtype_size(t); }
 
 static dsrt_status lt_check(cublasStatus_t st, const char *what)
 {
@@ -57,7 +66,7 @@ typedef struct lt_problem {
     int d_row;              /* D stored row-major (CUBLASLT_ORDER_ROW) */
 } lt_problem;
 
-void dsrt_cuda_lt_release(dsrt_cuda_stream *s)
+static void lt_release(dsrt_cuda_stream *s)
 {
     for (int i = 0; i < DSRT_CUDA_LT_CACHE; i++) {
         dsrt_cuda_lt_plan *p = &s->plans[i];
@@ -221,14 +230,6 @@ static dsrt_status lt_run(dsrt_cuda_stream *s, const lt_problem *p, float alpha,
                     "cublasLtMatmul");
 }
 
-static bool lt_out_ok(dsrt_dtype in, dsrt_dtype out)
-{
-    if (in == DSRT_F32) return out == DSRT_F32;
-    return out == in || out == DSRT_F32;
-}
-
-static size_t esize(dsrt_dtype t) { return dsrt_dtype_size(t); }
-static bool al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 /* ---- FP8 block-scaled GEMM through cuBLASLt ----
  * On Hopper, cuBLASLt scales one operand per 1x128 vector (VEC128_32F) and the other per 128x128
@@ -459,6 +460,58 @@ done:
     lt_check_free(&pr[1]);
 }
 
+#endif /* DSRT_GPU_HAVE_LT */
+
+void dsrt_cuda_blas_release(dsrt_cuda_stream *s)
+{
+#if DSRT_GPU_HAVE_LT
+    lt_release(s);
+#else
+    if (s->blas_handle) dsrt_hip_rocblas_destroy_handle(s->dev->blas, s->blas_handle);
+    s->blas_handle = NULL;
+#endif
+}
+
+/* Whether the vendor BLAS takes a float GEMM with inputs of dtype `in` and output `out`: inputs f32,
+ * bf16 or f16; outputs of the input's dtype or f32 (f32 inputs: f32 only). */
+static bool blas_types_ok(dsrt_dtype in, dsrt_dtype out)
+{
+    if (in != DSRT_F32 && in != DSRT_BF16 && in != DSRT_F16) return false;
+    if (in == DSRT_F32) return out == DSRT_F32;
+    return out == in || out == DSRT_F32;
+}
+
+/* A float GEMM through the vendor BLAS; UNIMPLEMENTED when it refuses (the caller runs our kernel). */
+static dsrt_status blas_gemm(dsrt_cuda_stream *s, const dsrt_gpu_blas_gemm *g, float alpha, const void *A,
+                             const void *B, void *D)
+{
+#if DSRT_GPU_HAVE_LT
+    lt_problem p;
+    memset(&p, 0, sizeof p);
+    if (!lt_type(g->in, &p.ta) || !lt_type(g->out, &p.td))
+        return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "cublasLt: dtypes %s -> %s", dsrt_dtype_name(g->in),
+                          dsrt_dtype_name(g->out));
+    p.tb = p.ta;
+    p.transa = g->transa;
+    p.m = g->m;
+    p.n = g->n;
+    p.k = g->k;
+    p.lda = g->lda;
+    p.ldb = g->ldb;
+    p.ldd = g->ldd;
+    p.batch = g->batch;
+    p.sa = g->sa;
+    p.sb = g->sb;
+    p.sd = g->sd;
+    return lt_run(s, &p, alpha, A, B, D, NULL, NULL);
+#else
+    if (!s->dev->blas) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s", s->dev->blas_note);
+    /* rocBLAS may allocate its workspace while it runs, which a graph capture cannot record */
+    if (s->capturing) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "rocBLAS: not used while capturing a graph");
+    return dsrt_hip_rocblas_gemm(s->dev->blas, &s->blas_handle, s->s, g, alpha, A, B, D);
+#endif
+}
+
 static dsrt_status linear_fp8(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const dsrt_op *op)
 {
     dsrt_cuda_device *d = s->dev;
@@ -468,6 +521,7 @@ static dsrt_status linear_fp8(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const 
     int64_t M = x.shape[0], K = x.shape[1], N = w.shape[w.ndim - 2], nkb = K / 128;
     if (M == 0 || N == 0) return DSRT_OK;
     if (d->fp8_simt) return dsrt_gpu_linear_simt(c, op);
+#if DSRT_GPU_HAVE_LT
     cudaDataType_t yt;
     bool lib = !grouped && d->cc_major == 9 && d->fp8_mode != DSRT_GPU_FP8_OWN && w.sblock[0] == 128 &&
                w.sblock[1] == 128 && al16(w.p) && w.stride[0] % 16 == 0 && al16(y.p) &&
@@ -500,6 +554,12 @@ static dsrt_status linear_fp8(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const 
         return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: cuBLASLt block-scaled FP8 cannot run this case (%s)",
                           dsrt_op_name(op->kind), d->lt_fp8_note[0] ? d->lt_fp8_note : "shape, layout or device");
     }
+#else
+    /* No vendor block-scaled FP8 GEMM is wired up on HIP yet (hipBLASLt's would be, on MI300). */
+    if (d->fp8_mode == DSRT_GPU_FP8_LIBRARY)
+        return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: no vendor block-scaled FP8 GEMM in the " DSRT_GPU_RT_TITLE " backend",
+                          dsrt_op_name(op->kind));
+#endif
     bool mma = c->use_mma && al16(w.p) && w.stride[w.ndim - 2] % 16 == 0 && (w.ndim == 2 || w.stride[0] % 16 == 0);
     if (!mma) return dsrt_gpu_linear_simt(c, op);
     uint8_t *q;
@@ -515,23 +575,22 @@ dsrt_status dsrt_cuda_linear(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const d
 {
     if (op->p.act_quant) return linear_fp8(s, c, op);
     const dsrt_tensor *x = &op->in[0], *w = &op->in[1], *y = &op->out[0];
-    cudaDataType_t tx;
-    if (op->kind == DSRT_OP_LINEAR && w->dtype == x->dtype && lt_type(x->dtype, &tx) && x->dtype != DSRT_E4M3 &&
-        lt_out_ok(x->dtype, y->dtype) && !getenv("DSRT_CUDA_NO_BLAS") && x->shape[0] > 0 && w->shape[0] > 0) {
-        lt_problem p;
-        memset(&p, 0, sizeof p);
-        p.ta = p.tb = tx;
-        lt_type(y->dtype, &p.td);
-        p.transa = 1;
-        p.m = w->shape[0];
-        p.n = x->shape[0];
-        p.k = x->shape[1];
-        p.lda = w->stride[0];
-        p.ldb = x->stride[0];
-        p.ldd = y->stride[0];
-        p.batch = 1;
+    if (op->kind == DSRT_OP_LINEAR && w->dtype == x->dtype && blas_types_ok(x->dtype, y->dtype) &&
+        !getenv(DSRT_GPU_ENV("NO_BLAS")) && x->shape[0] > 0 && w->shape[0] > 0) {
+        dsrt_gpu_blas_gemm g;
+        memset(&g, 0, sizeof g);
+        g.in = x->dtype;
+        g.out = y->dtype;
+        g.transa = 1;
+        g.m = w->shape[0];
+        g.n = x->shape[0];
+        g.k = x->shape[1];
+        g.lda = w->stride[0];
+        g.ldb = x->stride[0];
+        g.ldd = y->stride[0];
+        g.batch = 1;
         dsrt_gpu_tensor gx = dsrt_gpu_tensor_of(x), gw = dsrt_gpu_tensor_of(w), gy = dsrt_gpu_tensor_of(y);
-        dsrt_status st = lt_run(s, &p, op->p.alpha, gw.p, gx.p, gy.p, NULL, NULL);
+        dsrt_status st = blas_gemm(s, &g, op->p.alpha, gw.p, gx.p, gy.p);
         if (!st || dsrt_status_code(st) != DSRT_CODE_UNIMPLEMENTED) return st;
         dsrt_status_free(st);
     }
@@ -541,26 +600,25 @@ dsrt_status dsrt_cuda_linear(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const d
 dsrt_status dsrt_cuda_head_linear(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const dsrt_op *op)
 {
     const dsrt_tensor *x = &op->in[0], *w = &op->in[1], *y = &op->out[0];
-    cudaDataType_t tx;
-    if (w->dtype == x->dtype && lt_type(x->dtype, &tx) && lt_out_ok(x->dtype, y->dtype) && !getenv("DSRT_CUDA_NO_BLAS") &&
+    if (w->dtype == x->dtype && blas_types_ok(x->dtype, y->dtype) && !getenv(DSRT_GPU_ENV("NO_BLAS")) &&
         x->shape[0] > 0 && x->shape[1] > 0 && y->shape[2] > 0) {
-        lt_problem p;
-        memset(&p, 0, sizeof p);
-        p.ta = p.tb = tx;
-        lt_type(y->dtype, &p.td);
-        p.transa = op->p.transpose_w ? 0 : 1;
-        p.m = y->shape[2];
-        p.n = x->shape[0];
-        p.k = x->shape[2];
-        p.lda = w->stride[1];
-        p.ldb = x->stride[0];
-        p.ldd = y->stride[0];
-        p.batch = x->shape[1];
-        p.sa = w->stride[0];
-        p.sb = x->stride[1];
-        p.sd = y->stride[1];
+        dsrt_gpu_blas_gemm g;
+        memset(&g, 0, sizeof g);
+        g.in = x->dtype;
+        g.out = y->dtype;
+        g.transa = op->p.transpose_w ? 0 : 1;
+        g.m = y->shape[2];
+        g.n = x->shape[0];
+        g.k = x->shape[2];
+        g.lda = w->stride[1];
+        g.ldb = x->stride[0];
+        g.ldd = y->stride[0];
+        g.batch = x->shape[1];
+        g.sa = w->stride[0];
+        g.sb = x->stride[1];
+        g.sd = y->stride[1];
         dsrt_gpu_tensor gx = dsrt_gpu_tensor_of(x), gw = dsrt_gpu_tensor_of(w), gy = dsrt_gpu_tensor_of(y);
-        dsrt_status st = lt_run(s, &p, 1.0f, gw.p, gx.p, gy.p, NULL, NULL);
+        dsrt_status st = blas_gemm(s, &g, 1.0f, gw.p, gx.p, gy.p);
         if (!st || dsrt_status_code(st) != DSRT_CODE_UNIMPLEMENTED) return st;
         dsrt_status_free(st);
     }

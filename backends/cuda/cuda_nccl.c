@@ -1,5 +1,7 @@
 /* NCCL collectives, dlopen'ed at run time (see cuda_nccl.h for the contract). The few NCCL types used
- * are declared here (their layout is NCCL's stable ABI), so no NCCL header is needed to build. */
+ * are declared here (their layout is NCCL's stable ABI), so no NCCL header is needed to build. The HIP
+ * build of this file drives RCCL, which keeps NCCL's API and ABI (the same function names, ids and
+ * enum values), on HIP devices. */
 
 #include "cuda_nccl.h"
 
@@ -13,6 +15,21 @@
 #include "dsrt/buffer.h"
 #include "dsrt/ops.h"
 #include "hal_internal.h"
+
+#ifdef DSRT_GPU_HIP
+#include "hip_rocblas.h" /* dsrt_hip_runtimes_differ */
+#define CCL "rccl"        /* the implementation's name, message prefix */
+#define CCL_TITLE "RCCL"
+#define CCL_ENV "DSRT_RCCL_LIBRARY"
+#define CCL_SONAME "librccl.so.1"
+#define CCL_SO "librccl.so"
+#else
+#define CCL "nccl"
+#define CCL_TITLE "NCCL"
+#define CCL_ENV "DSRT_NCCL_LIBRARY"
+#define CCL_SONAME "libnccl.so.2"
+#define CCL_SO "libnccl.so"
+#endif
 
 typedef struct {
     char internal[128];
@@ -28,12 +45,12 @@ typedef struct nccl_fns {
     nccl_result (*comm_init_rank)(nccl_comm_t *, int, nccl_uid, int);
     nccl_result (*comm_init_all)(nccl_comm_t *, int, const int *);
     nccl_result (*comm_destroy)(nccl_comm_t);
-    nccl_result (*all_reduce)(const void *, void *, size_t, int, int, nccl_comm_t, cudaStream_t);
-    nccl_result (*all_gather)(const void *, void *, size_t, int, nccl_comm_t, cudaStream_t);
-    nccl_result (*reduce_scatter)(const void *, void *, size_t, int, int, nccl_comm_t, cudaStream_t);
-    nccl_result (*broadcast)(const void *, void *, size_t, int, int, nccl_comm_t, cudaStream_t);
-    nccl_result (*send)(const void *, size_t, int, int, nccl_comm_t, cudaStream_t);
-    nccl_result (*recv)(void *, size_t, int, int, nccl_comm_t, cudaStream_t);
+    nccl_result (*all_reduce)(const void *, void *, size_t, int, int, nccl_comm_t, gpuStream_t);
+    nccl_result (*all_gather)(const void *, void *, size_t, int, nccl_comm_t, gpuStream_t);
+    nccl_result (*reduce_scatter)(const void *, void *, size_t, int, int, nccl_comm_t, gpuStream_t);
+    nccl_result (*broadcast)(const void *, void *, size_t, int, int, nccl_comm_t, gpuStream_t);
+    nccl_result (*send)(const void *, size_t, int, int, nccl_comm_t, gpuStream_t);
+    nccl_result (*recv)(void *, size_t, int, int, nccl_comm_t, gpuStream_t);
     nccl_result (*group_start)(void);
     nccl_result (*group_end)(void);
     const char *(*error_string)(nccl_result);
@@ -47,18 +64,28 @@ static pthread_once_t dsrt_nccl_once = PTHREAD_ONCE_INIT;
 static void dsrt_nccl_load(void)
 {
     nccl_fns *f = &dsrt_nccl;
-    const char *name = getenv("DSRT_NCCL_LIBRARY");
-    f->lib = dlopen(name ? name : "libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
-    if (!f->lib && !name) f->lib = dlopen("libnccl.so", RTLD_NOW | RTLD_LOCAL);
+    const char *name = getenv(CCL_ENV);
+    f->lib = dlopen(name ? name : CCL_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (!f->lib && !name) f->lib = dlopen(CCL_SO, RTLD_NOW | RTLD_LOCAL);
     if (!f->lib) {
-        snprintf(f->why, sizeof f->why, "NCCL not found (%s)", dlerror());
+        snprintf(f->why, sizeof f->why, CCL_TITLE " not found (%s)", dlerror());
         return;
     }
+#ifdef DSRT_GPU_HIP
+    /* RCCL of another ROCm release brings its own HIP runtime, whose memory and streams are not ours */
+    char rt[160];
+    if (dsrt_hip_runtimes_differ(rt, sizeof rt)) {
+        snprintf(f->why, sizeof f->why, "RCCL not used: %.150s", rt);
+        dlclose(f->lib);
+        f->lib = NULL;
+        return;
+    }
+#endif
 #define SYM(field, sym)                                                                                             \
     do {                                                                                                            \
         *(void **)&f->field = dlsym(f->lib, sym);                                                                   \
         if (!f->field) {                                                                                            \
-            snprintf(f->why, sizeof f->why, "NCCL library lacks %s (too old?)", sym);                               \
+            snprintf(f->why, sizeof f->why, CCL_TITLE " library lacks %s (too old?)", sym);                               \
             dlclose(f->lib);                                                                                        \
             f->lib = NULL;                                                                                          \
             return;                                                                                                 \
@@ -90,14 +117,14 @@ static bool nccl_available(char *why, size_t why_len)
 static dsrt_status nccl_ready(void)
 {
     char why[200];
-    if (!nccl_available(why, sizeof why)) return dsrt_error(DSRT_CODE_UNAVAILABLE, "nccl: %s", why);
+    if (!nccl_available(why, sizeof why)) return dsrt_error(DSRT_CODE_UNAVAILABLE, CCL ": %s", why);
     return DSRT_OK;
 }
 
 static dsrt_status nccl_check(nccl_result r, const char *what)
 {
     if (r == 0) return DSRT_OK;
-    return dsrt_error(DSRT_CODE_DEVICE, "nccl: %s failed: %s", what, dsrt_nccl.error_string(r));
+    return dsrt_error(DSRT_CODE_DEVICE, CCL ": %s failed: %s", what, dsrt_nccl.error_string(r));
 }
 
 struct dsrt_nccl_comm {
@@ -107,7 +134,8 @@ struct dsrt_nccl_comm {
     dsrt_buffer *tmp; /* fp32 staging for bf16/f16 sums */
 };
 
-static bool is_cuda(const dsrt_device *d) { return d && strcmp(d->backend->vt->name, "cuda") == 0; }
+/* Whether d belongs to this backend (CUDA for NCCL, HIP for RCCL). */
+static bool is_ours(const dsrt_device *d) { return d && strcmp(d->backend->vt->name, DSRT_GPU_RT_NAME) == 0; }
 
 static dsrt_status nccl_unique_id(dsrt_comm_unique_id *id)
 {
@@ -122,17 +150,20 @@ static dsrt_status nccl_init_rank(dsrt_device *dev, int nranks, const dsrt_comm_
                                   dsrt_nccl_comm **out)
 {
     DSRT_TRY(nccl_ready());
-    if (!is_cuda(dev)) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl: %s is not a CUDA device", dsrt_device_label(dev));
-    if (rank < 0 || rank >= nranks) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl: rank %d outside 0..%d", rank, nranks - 1);
+    if (!is_ours(dev))
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL ": %s is not a " DSRT_GPU_RT_TITLE " device",
+                          dsrt_device_label(dev));
+    if (rank < 0 || rank >= nranks)
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL ": rank %d outside 0..%d", rank, nranks - 1);
     dsrt_nccl_comm *c = calloc(1, sizeof *c);
-    if (!c) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "nccl: out of memory");
+    if (!c) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, CCL ": out of memory");
     c->dev = dev;
     c->rank = rank;
     c->size = nranks;
     c->cuda_index = dsrt_cuda_device_of(dev->dctx);
     nccl_uid u;
     memcpy(u.internal, id->bytes, sizeof u.internal);
-    dsrt_status st = dsrt_cuda_check(cudaSetDevice(c->cuda_index), "cudaSetDevice");
+    dsrt_status st = dsrt_cuda_check(gpuSetDevice(c->cuda_index), GPU_API("SetDevice"));
     if (!st) st = nccl_check(dsrt_nccl.comm_init_rank(&c->comm, nranks, u, rank), "ncclCommInitRank");
     if (st) {
         free(c);
@@ -146,24 +177,26 @@ static dsrt_status nccl_init_rank(dsrt_device *dev, int nranks, const dsrt_comm_
 static dsrt_status nccl_init_all(dsrt_device *const *devs, int n, dsrt_nccl_comm **comms)
 {
     DSRT_TRY(nccl_ready());
-    if (n < 1) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl: no devices");
+    if (n < 1) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL ": no devices");
     int *list = calloc((size_t)n, sizeof *list);
     nccl_comm_t *raw = calloc((size_t)n, sizeof *raw);
     if (!list || !raw) {
         free(list);
         free(raw);
-        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "nccl: out of memory");
+        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, CCL ": out of memory");
     }
     dsrt_status st = DSRT_OK;
     for (int i = 0; i < n && !st; i++) {
-        if (!is_cuda(devs[i])) st = dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl: %s is not a CUDA device", dsrt_device_label(devs[i]));
+        if (!is_ours(devs[i]))
+            st = dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL ": %s is not a " DSRT_GPU_RT_TITLE " device",
+                            dsrt_device_label(devs[i]));
         else list[i] = dsrt_cuda_device_of(devs[i]->dctx);
     }
     if (!st) st = nccl_check(dsrt_nccl.comm_init_all(raw, n, list), "ncclCommInitAll");
     for (int i = 0; i < n && !st; i++) {
         comms[i] = calloc(1, sizeof **comms);
         if (!comms[i]) {
-            st = dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "nccl: out of memory");
+            st = dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, CCL ": out of memory");
             for (int j = 0; j < i; j++) {
                 dsrt_device_release(comms[j]->dev);
                 free(comms[j]);
@@ -228,22 +261,24 @@ static bool nccl_dtype(dsrt_dtype t, int *out, bool *reducible)
 
 static dsrt_status nccl_tensor(const dsrt_nccl_comm *c, const dsrt_tensor *t, const char *what, const char *name)
 {
-    if (!c) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl %s: communicator is NULL", what);
-    if (!t || !t->buf) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl %s: %s tensor is missing", what, name);
+    if (!c) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " %s: communicator is NULL", what);
+    if (!t || !t->buf) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " %s: %s tensor is missing", what, name);
     if (dsrt_buffer_device(t->buf) != c->dev)
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl %s: %s lives on %s, the communicator on %s", what, name,
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " %s: %s lives on %s, the communicator on %s", what, name,
                           dsrt_device_label(dsrt_buffer_device(t->buf)), dsrt_device_label(c->dev));
     if (!dsrt_tensor_is_contiguous(t))
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl %s: %s must be contiguous", what, name);
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " %s: %s must be contiguous", what, name);
     return DSRT_OK;
 }
 
-static dsrt_status nccl_stream(const dsrt_nccl_comm *c, dsrt_stream *s, const char *what, cudaStream_t *out)
+static dsrt_status nccl_stream(const dsrt_nccl_comm *c, dsrt_stream *s, const char *what, gpuStream_t *out)
 {
     if (!s || s->dev != c->dev)
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl %s: the stream is not on %s", what, dsrt_device_label(c->dev));
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " %s: the stream is not on %s", what, dsrt_device_label(c->dev));
     *out = dsrt_cuda_stream_of(s->sctx);
-    return cudaSetDevice(c->cuda_index) == cudaSuccess ? DSRT_OK : dsrt_error(DSRT_CODE_DEVICE, "nccl %s: cudaSetDevice failed", what);
+    if (gpuSetDevice(c->cuda_index) == gpuSuccess) return DSRT_OK;
+    gpuGetLastError();
+    return dsrt_error(DSRT_CODE_DEVICE, CCL " %s: " GPU_API("SetDevice") " failed", what);
 }
 
 static void *tptr(const dsrt_tensor *t) { return (char *)dsrt_buffer_native(t->buf) + t->offset; }
@@ -292,12 +327,12 @@ static dsrt_status nccl_all_reduce(dsrt_nccl_comm *c, const dsrt_tensor *send, c
     DSRT_TRY(nccl_tensor(c, recv, "all_reduce", "recv"));
     int64_t n = dsrt_tensor_numel(send);
     if (n != dsrt_tensor_numel(recv) || send->dtype != recv->dtype)
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl all_reduce: send and recv differ in size or dtype");
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " all_reduce: send and recv differ in size or dtype");
     int dt, ro;
     bool red;
     if (!nccl_dtype(send->dtype, &dt, &red) || !red || !nccl_redop(op, &ro))
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl all_reduce: cannot reduce %s", dsrt_dtype_name(send->dtype));
-    cudaStream_t cs = NULL;
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " all_reduce: cannot reduce %s", dsrt_dtype_name(send->dtype));
+    gpuStream_t cs = NULL;
     DSRT_TRY(nccl_stream(c, s, "all_reduce", &cs));
     if (!needs_upcast(send->dtype, op))
         return nccl_check(dsrt_nccl.all_reduce(tptr(send), tptr(recv), (size_t)n, dt, ro, c->comm, cs), "ncclAllReduce");
@@ -306,7 +341,7 @@ static dsrt_status nccl_all_reduce(dsrt_nccl_comm *c, const dsrt_tensor *send, c
     DSRT_TRY(flat(send, &fs));
     DSRT_TRY(flat(recv, &fr));
     DSRT_TRY(dsrt_convert(s, &fs, &tmp));
-    DSRT_TRY(dsrt_cuda_check(cudaSetDevice(c->cuda_index), "cudaSetDevice"));
+    DSRT_TRY(dsrt_cuda_check(gpuSetDevice(c->cuda_index), GPU_API("SetDevice")));
     DSRT_TRY(nccl_check(dsrt_nccl.all_reduce(tptr(&tmp), tptr(&tmp), (size_t)n, NCCL_F32, ro, c->comm, cs), "ncclAllReduce"));
     return dsrt_convert(s, &tmp, &fr);
 }
@@ -318,13 +353,13 @@ static dsrt_status nccl_all_gather(dsrt_nccl_comm *c, const dsrt_tensor *send, c
     DSRT_TRY(nccl_tensor(c, recv, "all_gather", "recv"));
     int64_t n = dsrt_tensor_numel(send);
     if (dsrt_tensor_numel(recv) != n * c->size || send->dtype != recv->dtype)
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl all_gather: recv must hold %d x %lld %s", c->size,
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " all_gather: recv must hold %d x %lld %s", c->size,
                           (long long)n, dsrt_dtype_name(send->dtype));
     int dt;
     bool red;
     if (!nccl_dtype(send->dtype, &dt, &red))
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl all_gather: dtype %s", dsrt_dtype_name(send->dtype));
-    cudaStream_t cs = NULL;
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " all_gather: dtype %s", dsrt_dtype_name(send->dtype));
+    gpuStream_t cs = NULL;
     DSRT_TRY(nccl_stream(c, s, "all_gather", &cs));
     return nccl_check(dsrt_nccl.all_gather(tptr(send), tptr(recv), (size_t)n, dt, c->comm, cs), "ncclAllGather");
 }
@@ -337,13 +372,13 @@ static dsrt_status nccl_reduce_scatter(dsrt_nccl_comm *c, const dsrt_tensor *sen
     DSRT_TRY(nccl_tensor(c, recv, "reduce_scatter", "recv"));
     int64_t n = dsrt_tensor_numel(recv);
     if (dsrt_tensor_numel(send) != n * c->size || send->dtype != recv->dtype)
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl reduce_scatter: send must hold %d x %lld %s", c->size,
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " reduce_scatter: send must hold %d x %lld %s", c->size,
                           (long long)n, dsrt_dtype_name(recv->dtype));
     int dt, ro;
     bool red;
     if (!nccl_dtype(send->dtype, &dt, &red) || !red || !nccl_redop(op, &ro))
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl reduce_scatter: cannot reduce %s", dsrt_dtype_name(send->dtype));
-    cudaStream_t cs = NULL;
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " reduce_scatter: cannot reduce %s", dsrt_dtype_name(send->dtype));
+    gpuStream_t cs = NULL;
     DSRT_TRY(nccl_stream(c, s, "reduce_scatter", &cs));
     if (!needs_upcast(send->dtype, op))
         return nccl_check(dsrt_nccl.reduce_scatter(tptr(send), tptr(recv), (size_t)n, dt, ro, c->comm, cs),
@@ -354,7 +389,7 @@ static dsrt_status nccl_reduce_scatter(dsrt_nccl_comm *c, const dsrt_tensor *sen
     DSRT_TRY(flat(send, &fs));
     DSRT_TRY(flat(recv, &fr));
     DSRT_TRY(dsrt_convert(s, &fs, &ts));
-    DSRT_TRY(dsrt_cuda_check(cudaSetDevice(c->cuda_index), "cudaSetDevice"));
+    DSRT_TRY(dsrt_cuda_check(gpuSetDevice(c->cuda_index), GPU_API("SetDevice")));
     DSRT_TRY(nccl_check(dsrt_nccl.reduce_scatter(tptr(&ts), tptr(&tr), (size_t)n, NCCL_F32, ro, c->comm, cs),
                         "ncclReduceScatter"));
     return dsrt_convert(s, &tr, &fr);
@@ -368,22 +403,22 @@ static dsrt_status nccl_all_to_allv(dsrt_nccl_comm *c, const dsrt_tensor *send, 
     DSRT_TRY(nccl_tensor(c, send, "all_to_allv", "send"));
     DSRT_TRY(nccl_tensor(c, recv, "all_to_allv", "recv"));
     if (!scount || !sdispl || !rcount || !rdispl)
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl all_to_allv: counts and displacements are required");
-    if (send->dtype != recv->dtype) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl all_to_allv: dtypes differ");
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " all_to_allv: counts and displacements are required");
+    if (send->dtype != recv->dtype) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " all_to_allv: dtypes differ");
     int64_t ns = dsrt_tensor_numel(send), nr = dsrt_tensor_numel(recv);
     for (int p = 0; p < c->size; p++) {
         if (scount[p] < 0 || sdispl[p] < 0 || sdispl[p] + scount[p] > ns)
-            return dsrt_error(DSRT_CODE_OUT_OF_RANGE, "nccl all_to_allv: send block %d [%lld, +%lld) outside %lld elements", p,
+            return dsrt_error(DSRT_CODE_OUT_OF_RANGE, CCL " all_to_allv: send block %d [%lld, +%lld) outside %lld elements", p,
                               (long long)sdispl[p], (long long)scount[p], (long long)ns);
         if (rcount[p] < 0 || rdispl[p] < 0 || rdispl[p] + rcount[p] > nr)
-            return dsrt_error(DSRT_CODE_OUT_OF_RANGE, "nccl all_to_allv: recv block %d [%lld, +%lld) outside %lld elements", p,
+            return dsrt_error(DSRT_CODE_OUT_OF_RANGE, CCL " all_to_allv: recv block %d [%lld, +%lld) outside %lld elements", p,
                               (long long)rdispl[p], (long long)rcount[p], (long long)nr);
     }
     int dt;
     bool red;
     if (!nccl_dtype(send->dtype, &dt, &red))
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl all_to_allv: dtype %s", dsrt_dtype_name(send->dtype));
-    cudaStream_t cs = NULL;
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " all_to_allv: dtype %s", dsrt_dtype_name(send->dtype));
+    gpuStream_t cs = NULL;
     DSRT_TRY(nccl_stream(c, s, "all_to_allv", &cs));
     size_t es = dsrt_dtype_size(send->dtype);
     DSRT_TRY(nccl_check(dsrt_nccl.group_start(), "ncclGroupStart"));
@@ -406,13 +441,13 @@ static dsrt_status nccl_all_to_allv(dsrt_nccl_comm *c, const dsrt_tensor *send, 
 
 static dsrt_status nccl_all_to_all(dsrt_nccl_comm *c, const dsrt_tensor *send, const dsrt_tensor *recv, dsrt_stream *s)
 {
-    if (!c) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl all_to_all: communicator is NULL");
+    if (!c) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " all_to_all: communicator is NULL");
     DSRT_TRY(nccl_tensor(c, send, "all_to_all", "send"));
     int64_t n = dsrt_tensor_numel(send);
     if (n % c->size || (recv && recv->buf && dsrt_tensor_numel(recv) != n))
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl all_to_all: send and recv must hold %d equal blocks", c->size);
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " all_to_all: send and recv must hold %d equal blocks", c->size);
     int64_t *v = calloc((size_t)(2 * c->size), sizeof *v);
-    if (!v) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "nccl all_to_all: out of memory");
+    if (!v) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, CCL " all_to_all: out of memory");
     for (int p = 0; p < c->size; p++) {
         v[p] = n / c->size;
         v[c->size + p] = p * (n / c->size);
@@ -427,19 +462,19 @@ static dsrt_status nccl_broadcast(dsrt_nccl_comm *c, const dsrt_tensor *send, co
 {
     DSRT_TRY(nccl_ready());
     DSRT_TRY(nccl_tensor(c, recv, "broadcast", "recv"));
-    if (!c || root < 0 || root >= c->size) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl broadcast: root %d", root);
+    if (!c || root < 0 || root >= c->size) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " broadcast: root %d", root);
     const void *sp = tptr(recv);
     if (c->rank == root) {
         DSRT_TRY(nccl_tensor(c, send, "broadcast", "send"));
         if (dsrt_tensor_numel(send) != dsrt_tensor_numel(recv) || send->dtype != recv->dtype)
-            return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl broadcast: send and recv differ");
+            return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " broadcast: send and recv differ");
         sp = tptr(send);
     }
     int dt;
     bool red;
     if (!nccl_dtype(recv->dtype, &dt, &red))
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl broadcast: dtype %s", dsrt_dtype_name(recv->dtype));
-    cudaStream_t cs = NULL;
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " broadcast: dtype %s", dsrt_dtype_name(recv->dtype));
+    gpuStream_t cs = NULL;
     DSRT_TRY(nccl_stream(c, s, "broadcast", &cs));
     return nccl_check(dsrt_nccl.broadcast(sp, tptr(recv), (size_t)dsrt_tensor_numel(recv), dt, root, c->comm, cs),
                       "ncclBroadcast");
@@ -451,11 +486,11 @@ static dsrt_status nccl_p2p(dsrt_nccl_comm *c, const dsrt_tensor *t, int peer, d
     DSRT_TRY(nccl_ready());
     DSRT_TRY(nccl_tensor(c, t, what, "tensor"));
     if (peer < 0 || peer >= c->size || peer == c->rank)
-        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl %s: peer %d of %d ranks (self %d)", what, peer, c->size, c->rank);
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " %s: peer %d of %d ranks (self %d)", what, peer, c->size, c->rank);
     int dt;
     bool red;
-    if (!nccl_dtype(t->dtype, &dt, &red)) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "nccl %s: dtype", what);
-    cudaStream_t cs = NULL;
+    if (!nccl_dtype(t->dtype, &dt, &red)) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, CCL " %s: dtype", what);
+    gpuStream_t cs = NULL;
     DSRT_TRY(nccl_stream(c, s, what, &cs));
     size_t n = (size_t)dsrt_tensor_numel(t);
     if (is_send) return nccl_check(dsrt_nccl.send(tptr(t), n, dt, peer, c->comm, cs), "ncclSend");
@@ -473,7 +508,7 @@ static dsrt_status nccl_recv(dsrt_nccl_comm *c, const dsrt_tensor *t, int peer, 
 }
 
 static const dsrt_nccl_api dsrt_nccl_api_table = {
-    .name = "nccl",
+    .name = CCL,
     .available = nccl_available,
     .unique_id = nccl_unique_id,
     .init_rank = nccl_init_rank,

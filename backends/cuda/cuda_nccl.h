@@ -1,6 +1,8 @@
 /* NCCL collectives for CUDA devices, loaded at run time (dlopen of libnccl.so.2), so libdsrt loads and
  * runs on machines without NCCL; the comm dispatch (hal, comm.h) calls these for the "nccl"
- * implementation. Every function validates its arguments and returns a status; none aborts.
+ * implementation. The HIP build of cuda_nccl.c is the same for HIP devices through RCCL
+ * (librccl.so.1 or $DSRT_RCCL_LIBRARY; implementation "rccl"; dsrt_hip_rccl_api()), RCCL keeping
+ * NCCL's API. Every function validates its arguments and returns a status; none aborts.
  *
  * Contract for the caller (the comm dispatch):
  *  - Tensors are contiguous and live on the communicator's CUDA device; the stream is a stream of
@@ -23,11 +25,16 @@
 #include "dsrt/stream.h"
 #include "dsrt/tensor.h"
 
+/* The HIP build's table has its own name, so both builds link into one libdsrt. */
+#ifdef DSRT_GPU_HIP
+#define dsrt_cuda_nccl_api dsrt_hip_rccl_api
+#endif
+
 typedef struct dsrt_nccl_comm dsrt_nccl_comm;
 
 /* The NCCL implementation as a function table (what the comm dispatch stores per implementation). */
 typedef struct dsrt_nccl_api {
-    const char *name; /* "nccl" */
+    const char *name; /* "nccl" ("rccl" in the HIP build) */
     /* Loads NCCL once; false with a one-line reason when it is missing or too old. */
     bool (*available)(char *why, size_t why_len);
     dsrt_status (*unique_id)(dsrt_comm_unique_id *id);
@@ -56,7 +63,8 @@ typedef struct dsrt_nccl_api {
     dsrt_status (*recv)(dsrt_nccl_comm *c, const dsrt_tensor *t, int peer, dsrt_stream *s);
 } dsrt_nccl_api;
 
-/* The table; present in every build with the CUDA backend (NCCL itself is found at run time). */
+/* The table; present in every build with the CUDA backend (NCCL itself is found at run time), and as
+ * dsrt_hip_rccl_api() in builds with the HIP backend. */
 const dsrt_nccl_api *dsrt_cuda_nccl_api(void);
 
 #endif

@@ -548,7 +548,7 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 static bool tc_decode_ok(const dsrt_gpu_ctx *c, const dsrt_op *op, const dsrt_gpu_tensor &ql, const dsrt_gpu_tensor &qp,
                          const dsrt_gpu_tensor &cache)
 {
-    if (!c->use_mma || getenv("DSRT_CUDA_MLA_SIMT")) return false;
+    if (!gpu_use_mma(c) || getenv(DSRT_GPU_ENV("MLA_SIMT"))) return false;
     if (ql.dtype != DSRT_BF16 || qp.dtype != DSRT_BF16) return false;
     if (ql.shape[2] != MD_DC || qp.shape[2] != MD_DR) return false;
     if (ql.shape[0] > 0x7fffffff || ql.shape[1] > 64 * 65535) return false;

@@ -252,25 +252,40 @@ extern "C" dsrt_status dsrt_gpu_add(const dsrt_gpu_ctx *c, const dsrt_op *op)
     return DSRT_OK;
 }
 
-/* ---- act_quant: one warp per (row, block) ---- */
+/* ---- act_quant: a wave per (row, block) ----
+ * Per-wave kernels count their waves on the device: the host sizes the grid with the device's wave
+ * width, which need not be the width the code was compiled for (RDNA runs wave32 and wave64 code);
+ * waves stride over the items, so any launch covers them all. */
+GPU_DEV int64_t gpu_wave_id(void) { return (int64_t)blockIdx.x * gpu_nwarps() + gpu_warp(); }
+GPU_DEV int64_t gpu_wave_count(void) { return (int64_t)gridDim.x * gpu_nwarps(); }
+
+/* Blocks of 256 threads for `items` wave-sized work items: one item per wave, capped so that the grid
+ * stays far below HIP's 2^32 threads per dimension (the waves then take several items each). */
+static unsigned gpu_wave_blocks(const dsrt_gpu_ctx *c, int64_t items)
+{
+    int per = 256 / (c->warp_size > 0 && c->warp_size <= 256 ? c->warp_size : 32);
+    unsigned b = gpu_blocks(items, per);
+    return b < 65535u * 16u ? b : 65535u * 16u;
+}
+
 static __global__ void k_act_quant(dsrt_gpu_tensor x, dsrt_gpu_tensor q, int blk, int64_t nb, int64_t total,
                                    int pow2)
 {
-    int64_t item = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / GPU_WARP_SIZE;
-    if (item >= total) return; /* whole warps leave together: total is per warp */
-    int64_t m = item / nb, b = item % nb, K = x.shape[1];
-    int64_t k0 = b * blk, k1 = k0 + blk < K ? k0 + blk : K;
-    float amax = 0;
-    for (int64_t k = k0 + gpu_lane(); k < k1; k += GPU_WARP_SIZE)
-        amax = fmaxf(amax, fabsf(gpu_ld(x.p, x.dtype, m * x.stride[0] + k)));
-    amax = gpu_warp_max(amax);
-    float s = gpu_act_scale(amax, pow2 != 0);
-    for (int64_t k = k0 + gpu_lane(); k < k1; k += GPU_WARP_SIZE)
-        ((uint8_t *)q.p)[m * q.stride[0] + k] = gpu_quant_e4m3(gpu_ld(x.p, x.dtype, m * x.stride[0] + k), s);
-    if (gpu_lane() == 0) {
-        int64_t si = m * q.sstride[0] + b * q.sstride[1];
-        if (q.sdtype == DSRT_UE8M0) ((uint8_t *)q.sp)[si] = gpu_f32_to_ue8m0(s);
-        else ((float *)q.sp)[si] = s;
+    for (int64_t item = gpu_wave_id(); item < total; item += gpu_wave_count()) { /* uniform per wave */
+        int64_t m = item / nb, b = item % nb, K = x.shape[1];
+        int64_t k0 = b * blk, k1 = k0 + blk < K ? k0 + blk : K;
+        float amax = 0;
+        for (int64_t k = k0 + gpu_lane(); k < k1; k += GPU_WARP_SIZE)
+            amax = fmaxf(amax, fabsf(gpu_ld(x.p, x.dtype, m * x.stride[0] + k)));
+        amax = gpu_warp_max(amax);
+        float s = gpu_act_scale(amax, pow2 != 0);
+        for (int64_t k = k0 + gpu_lane(); k < k1; k += GPU_WARP_SIZE)
+            ((uint8_t *)q.p)[m * q.stride[0] + k] = gpu_quant_e4m3(gpu_ld(x.p, x.dtype, m * x.stride[0] + k), s);
+        if (gpu_lane() == 0) {
+            int64_t si = m * q.sstride[0] + b * q.sstride[1];
+            if (q.sdtype == DSRT_UE8M0) ((uint8_t *)q.sp)[si] = gpu_f32_to_ue8m0(s);
+            else ((float *)q.sp)[si] = s;
+        }
     }
 }
 
@@ -281,9 +296,7 @@ extern "C" dsrt_status dsrt_gpu_act_quant(const dsrt_gpu_ctx *c, const dsrt_op *
     int blk = q.sblock[1];
     int64_t nb = (K + blk - 1) / blk, total = M * nb;
     if (total == 0) return DSRT_OK;
-    int threads = 8 * c->warp_size; /* one (row, block) per wave */
-    k_act_quant<<<gpu_blocks(total * c->warp_size, threads), threads, 0, gpu_stream(c)>>>(x, q, blk, nb, total,
-                                                                                        op->p.scale_pow2 ? 1 : 0);
+    k_act_quant<<<gpu_wave_blocks(c, total), 256, 0, gpu_stream(c)>>>(x, q, blk, nb, total, op->p.scale_pow2 ? 1 : 0);
     GPU_CHECK_LAUNCH("act_quant", "k_act_quant");
     return DSRT_OK;
 }
@@ -292,17 +305,17 @@ extern "C" dsrt_status dsrt_gpu_act_quant(const dsrt_gpu_ctx *c, const dsrt_op *
 static __global__ void k_quantize_act(dsrt_gpu_tensor x, uint8_t *q, float *scales, int64_t s_m, int64_t s_kb,
                                       int64_t nb, int64_t total, int pow2)
 {
-    int64_t item = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / GPU_WARP_SIZE;
-    if (item >= total) return;
-    int64_t m = item / nb, b = item % nb, K = x.shape[1];
-    float amax = 0;
-    for (int k = gpu_lane(); k < 128; k += GPU_WARP_SIZE)
-        amax = fmaxf(amax, fabsf(gpu_ld(x.p, x.dtype, m * x.stride[0] + b * 128 + k)));
-    amax = gpu_warp_max(amax);
-    float s = gpu_act_scale(amax, pow2 != 0);
-    for (int k = gpu_lane(); k < 128; k += GPU_WARP_SIZE)
-        q[m * K + b * 128 + k] = gpu_quant_e4m3(gpu_ld(x.p, x.dtype, m * x.stride[0] + b * 128 + k), s);
-    if (gpu_lane() == 0) scales[m * s_m + b * s_kb] = s;
+    for (int64_t item = gpu_wave_id(); item < total; item += gpu_wave_count()) {
+        int64_t m = item / nb, b = item % nb, K = x.shape[1];
+        float amax = 0;
+        for (int k = gpu_lane(); k < 128; k += GPU_WARP_SIZE)
+            amax = fmaxf(amax, fabsf(gpu_ld(x.p, x.dtype, m * x.stride[0] + b * 128 + k)));
+        amax = gpu_warp_max(amax);
+        float s = gpu_act_scale(amax, pow2 != 0);
+        for (int k = gpu_lane(); k < 128; k += GPU_WARP_SIZE)
+            q[m * K + b * 128 + k] = gpu_quant_e4m3(gpu_ld(x.p, x.dtype, m * x.stride[0] + b * 128 + k), s);
+        if (gpu_lane() == 0) scales[m * s_m + b * s_kb] = s;
+    }
 }
 
 extern "C" dsrt_status dsrt_gpu_quantize_act(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *x, bool pow2, uint8_t *q,
@@ -310,9 +323,8 @@ extern "C" dsrt_status dsrt_gpu_quantize_act(const dsrt_gpu_ctx *c, const dsrt_g
 {
     int64_t M = x->shape[0], K = x->shape[1], nb = K / 128, total = M * nb;
     if (total == 0) return DSRT_OK;
-    int threads = 8 * c->warp_size;
-    k_quantize_act<<<gpu_blocks(total * c->warp_size, threads), threads, 0, gpu_stream(c)>>>(*x, q, scales, s_m, s_kb,
-                                                                                             nb, total, pow2 ? 1 : 0);
+    k_quantize_act<<<gpu_wave_blocks(c, total), 256, 0, gpu_stream(c)>>>(*x, q, scales, s_m, s_kb, nb, total,
+                                                                         pow2 ? 1 : 0);
     GPU_CHECK_LAUNCH("linear", "k_quantize_act");
     return DSRT_OK;
 }

@@ -33,9 +33,25 @@ static inline unsigned gpu_blocks(int64_t n, int per)
     return (unsigned)(b < 1 ? 1 : b);
 }
 
-/* Raises a kernel's dynamic shared memory limit when it needs more than the default 48 KB. */
+/* Checks that a kernel's dynamic shared memory fits the device and, on CUDA, raises the kernel's limit
+ * when it needs more than the default 48 KB. */
 static inline dsrt_status gpu_smem_limit(const dsrt_gpu_ctx *c, const void *fn, size_t bytes, const char *op)
 {
+#ifdef DSRT_GPU_HIP
+    /* AMD has no opt-in: a block may use the whole LDS (smem_optin), static and dynamic together, and
+     * a launch past it fails with a bare "invalid argument". Static shared arrays of these kernels stay
+     * under 32 KiB, so only larger dynamic sizes need the kernel's own figure. */
+    size_t stat = 0;
+    if (bytes > 32 * 1024) {
+        struct hipFuncAttributes fa;
+        if (hipFuncGetAttributes(&fa, fn) == hipSuccess) stat = fa.sharedSizeBytes;
+        else (void)hipGetLastError();
+    }
+    if (bytes + stat > (size_t)c->smem_optin)
+        return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: needs %zu bytes of shared memory (%zu static), the device has %d",
+                          op, bytes + stat, stat, c->smem_optin);
+    return DSRT_OK;
+#else
     if (bytes <= 48 * 1024) return DSRT_OK;
     if ((int)bytes > c->smem_optin)
         return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: needs %zu bytes of shared memory, the device allows %d", op,
@@ -45,6 +61,19 @@ static inline dsrt_status gpu_smem_limit(const dsrt_gpu_ctx *c, const void *fn, 
         return dsrt_error(DSRT_CODE_DEVICE, "%s: cannot raise shared memory to %zu bytes: %s", op, bytes,
                           gpuGetErrorString(e));
     return DSRT_OK;
+#endif
+}
+
+/* Whether a tensor-core (mma.sync) path may be chosen: the device allows it and this build has one.
+ * HIP builds compile those kernels empty, so they must never be launched there. */
+static inline bool gpu_use_mma(const dsrt_gpu_ctx *c)
+{
+#ifdef DSRT_GPU_HIP
+    (void)c;
+    return false;
+#else
+    return c->use_mma;
+#endif
 }
 
 static inline dsrt_status gpu_scratch(const dsrt_gpu_ctx *c, size_t bytes, void **p)

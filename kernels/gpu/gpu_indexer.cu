@@ -261,7 +261,7 @@ extern "C" dsrt_status dsrt_gpu_indexer_scores(const dsrt_gpu_ctx *c, const dsrt
     int64_t T = a.q.shape[0], Hi = a.q.shape[1], D = a.q.shape[2], L = a.out.shape[1];
     if (T == 0 || L == 0) return DSRT_OK;
     if (T > 65535) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "indexer_scores: %lld query rows exceed the grid", (long long)T);
-    bool tc = c->use_mma && !getenv("DSRT_CUDA_INDEXER_SIMT") && a.fmt == DSRT_CACHE_FP8 && D == 128 &&
+    bool tc = gpu_use_mma(c) && !getenv(DSRT_GPU_ENV("INDEXER_SIMT")) && a.fmt == DSRT_CACHE_FP8 && D == 128 &&
               Hi == IX_HEADS && a.q.stride[1] % 8 == 0 && a.q.stride[0] % 8 == 0 &&
               ((uintptr_t)a.q.p & 7) == 0 && a.kc.stride[0] % 4 == 0 && ((uintptr_t)a.kc.p & 3) == 0 &&
               c->smem_optin >= IX_SMEM;

@@ -28,7 +28,7 @@ static __global__ void k_group_schedule(dsrt_gpu_tensor off, int G, int64_t R, i
     if (bad) {
         if (tid == 0) {
             sched[0] = 0;
-            atomicOr(err, (unsigned)DSRT_GPU_ERR_GROUP_OFFSETS);
+            gpu_error_flag(err, (unsigned)DSRT_GPU_ERR_GROUP_OFFSETS);
         }
         return;
     }
@@ -497,7 +497,7 @@ extern "C" dsrt_status dsrt_gpu_fp8_gemm_mma(const dsrt_gpu_ctx *c, const uint8_
                                              float alpha, const dsrt_gpu_tensor *y)
 {
     const char *name = offsets && offsets->p ? "linear_grouped" : "linear";
-    if (!c->use_mma) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: no tensor-core path on this device", name);
+    if (!gpu_use_mma(c)) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: no tensor-core path on this device", name);
     fp8_args a;
     memset(&a, 0, sizeof a);
     a.q = q;
@@ -534,7 +534,7 @@ extern "C" dsrt_status dsrt_gpu_fp8_gemm_mma(const dsrt_gpu_ctx *c, const uint8_
     if (splits > 1) DSRT_TRY(gpu_scratch(c, sizeof(float) * (size_t)(splits * M * a.N), (void **)&a.part));
     /* The native e4m3 form exists in the sm_90a image only (sm_80 code and its PTX lack it). */
     bool native = c->cc_major == 9 && c->cc_minor == 0;
-    const char *env = getenv("DSRT_CUDA_FP8_MMA");
+    const char *env = getenv(DSRT_GPU_ENV("FP8_MMA"));
     if (env && strcmp(env, "f16") == 0) native = false;
     dim3 grid(gpu_blocks(a.N, FM_BN), tiles, (unsigned)splits);
     if (native) {

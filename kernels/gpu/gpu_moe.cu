@@ -23,7 +23,11 @@ GPU_DEV void warp_argmax(float *v, int *i)
     }
 }
 
-/* ---- gate: one warp per token ---- */
+/* ---- gate: a wave per token ----
+ * A block holds wpb tokens and their shared rows; its waves take the tokens in turn. The host sized
+ * the block as wpb waves of the device's width: with the width the code was compiled for they are one
+ * token per wave, otherwise some waves take two (or none), and every token is still done. Waves never
+ * wait for each other (no block barriers). */
 static __global__ void k_moe_gate(dsrt_gpu_tensor lg, dsrt_gpu_tensor bias, dsrt_gpu_tensor ids, dsrt_gpu_tensor wt,
                                   int k, int G, int topk_group, int softmax, int norm, float route_scale, int wpb)
 {
@@ -31,95 +35,97 @@ static __global__ void k_moe_gate(dsrt_gpu_tensor lg, dsrt_gpu_tensor bias, dsrt
     int64_t T = lg.shape[0];
     int E = (int)lg.shape[1], per = E / G;
     int warp = gpu_warp(), lane = gpu_lane();
-    int64_t t = (int64_t)blockIdx.x * wpb + warp;
-    if (warp >= wpb || t >= T) return; /* whole warps: no block barriers below */
-    float *s = gsm + (size_t)warp * (2 * E + 2 * G);
-    float *choice = s + E, *gs = s + 2 * E, *gkept = gs + G;
-    for (int i = lane; i < E; i += GPU_WARP_SIZE) s[i] = gpu_ld(lg.p, lg.dtype, t * lg.stride[0] + i);
-    gpu_syncwarp();
-    if (softmax) {
-        float m = NEG_INF;
-        for (int i = lane; i < E; i += GPU_WARP_SIZE) m = fmaxf(m, s[i]);
-        m = gpu_warp_max(m);
-        float sum = 0;
-        for (int i = lane; i < E; i += GPU_WARP_SIZE) {
-            s[i] = expf(s[i] - m);
-            sum += s[i];
-        }
-        sum = gpu_warp_sum(sum);
-        for (int i = lane; i < E; i += GPU_WARP_SIZE) s[i] /= sum;
-    } else {
-        for (int i = lane; i < E; i += GPU_WARP_SIZE) s[i] = 1.0f / (1.0f + expf(-s[i]));
-    }
-    for (int i = lane; i < E; i += GPU_WARP_SIZE) {
-        float b = bias.p ? ((const float *)bias.p)[i * bias.stride[0]] : 0.0f;
-        choice[i] = nan_low(s[i] + b);
-    }
-    for (int g = lane; g < G; g += GPU_WARP_SIZE) gkept[g] = G > 1 ? 0.0f : 1.0f;
-    gpu_syncwarp();
-    if (G > 1) {
-        for (int g = 0; g < G; g++) {
-            float a = NEG_INF, c = NEG_INF; /* top two of the group, counting repeats */
-            for (int i = g * per + lane; i < (g + 1) * per; i += GPU_WARP_SIZE) {
-                float v = choice[i];
-                if (v > a) {
-                    c = a;
-                    a = v;
-                } else if (v > c) {
-                    c = v;
-                }
-            }
-            for (int m = GPU_WARP_SIZE / 2; m > 0; m >>= 1) {
-                float oa = gpu_shfl_xor(a, m), oc = gpu_shfl_xor(c, m);
-                float na = fmaxf(a, oa), nc = fmaxf(fminf(a, oa), fmaxf(c, oc));
-                a = na;
-                c = nc;
-            }
-            if (lane == 0) gs[g] = (bias.p && per > 1) ? a + c : a;
-        }
+    for (int slot = warp; slot < wpb; slot += gpu_nwarps()) {
+        int64_t t = (int64_t)blockIdx.x * wpb + slot;
+        if (t >= T) break;
+        float *s = gsm + (size_t)slot * (2 * E + 2 * G);
+        float *choice = s + E, *gs = s + 2 * E, *gkept = gs + G;
+        for (int i = lane; i < E; i += GPU_WARP_SIZE) s[i] = gpu_ld(lg.p, lg.dtype, t * lg.stride[0] + i);
         gpu_syncwarp();
-        for (int r = 0; r < topk_group; r++) {
+        if (softmax) {
+            float m = NEG_INF;
+            for (int i = lane; i < E; i += GPU_WARP_SIZE) m = fmaxf(m, s[i]);
+            m = gpu_warp_max(m);
+            float sum = 0;
+            for (int i = lane; i < E; i += GPU_WARP_SIZE) {
+                s[i] = expf(s[i] - m);
+                sum += s[i];
+            }
+            sum = gpu_warp_sum(sum);
+            for (int i = lane; i < E; i += GPU_WARP_SIZE) s[i] /= sum;
+        } else {
+            for (int i = lane; i < E; i += GPU_WARP_SIZE) s[i] = 1.0f / (1.0f + expf(-s[i]));
+        }
+        for (int i = lane; i < E; i += GPU_WARP_SIZE) {
+            float b = bias.p ? ((const float *)bias.p)[i * bias.stride[0]] : 0.0f;
+            choice[i] = nan_low(s[i] + b);
+        }
+        for (int g = lane; g < G; g += GPU_WARP_SIZE) gkept[g] = G > 1 ? 0.0f : 1.0f;
+        gpu_syncwarp();
+        if (G > 1) {
+            for (int g = 0; g < G; g++) {
+                float a = NEG_INF, c = NEG_INF; /* top two of the group, counting repeats */
+                for (int i = g * per + lane; i < (g + 1) * per; i += GPU_WARP_SIZE) {
+                    float v = choice[i];
+                    if (v > a) {
+                        c = a;
+                        a = v;
+                    } else if (v > c) {
+                        c = v;
+                    }
+                }
+                for (int m = GPU_WARP_SIZE / 2; m > 0; m >>= 1) {
+                    float oa = gpu_shfl_xor(a, m), oc = gpu_shfl_xor(c, m);
+                    float na = fmaxf(a, oa), nc = fmaxf(fminf(a, oa), fmaxf(c, oc));
+                    a = na;
+                    c = nc;
+                }
+                if (lane == 0) gs[g] = (bias.p && per > 1) ? a + c : a;
+            }
+            gpu_syncwarp();
+            for (int r = 0; r < topk_group; r++) {
+                float bv = NEG_INF;
+                int bi = 0x7fffffff;
+                for (int g = lane; g < G; g += GPU_WARP_SIZE)
+                    if (gkept[g] == 0.0f && ranks_before(nan_low(gs[g]), g, bv, bi)) {
+                        bv = nan_low(gs[g]);
+                        bi = g;
+                    }
+                warp_argmax(&bv, &bi);
+                if (lane == 0 && bi < G) gkept[bi] = 1.0f;
+                gpu_syncwarp();
+            }
+        }
+        int32_t *io = (int32_t *)ids.p + t * ids.stride[0];
+        float *wo = (float *)wt.p + t * wt.stride[0];
+        float sum = 0;
+        for (int j = 0; j < k; j++) {
             float bv = NEG_INF;
             int bi = 0x7fffffff;
-            for (int g = lane; g < G; g += GPU_WARP_SIZE)
-                if (gkept[g] == 0.0f && ranks_before(nan_low(gs[g]), g, bv, bi)) {
-                    bv = nan_low(gs[g]);
-                    bi = g;
+            for (int i = lane; i < E; i += GPU_WARP_SIZE) {
+                float v = choice[i];
+                if (!isnan(v) && gkept[i / per] != 0.0f && ranks_before(v, i, bv, bi)) {
+                    bv = v;
+                    bi = i;
                 }
+            }
             warp_argmax(&bv, &bi);
-            if (lane == 0 && bi < G) gkept[bi] = 1.0f;
+            if (bi >= E) bi = 0; /* unreachable: validation guarantees k eligible experts */
+            if (lane == 0) {
+                choice[bi] = __int_as_float(0x7fc00000); /* taken */
+                io[j] = bi;
+                wo[j] = s[bi];
+            }
+            sum += s[bi];
             gpu_syncwarp();
         }
-    }
-    int32_t *io = (int32_t *)ids.p + t * ids.stride[0];
-    float *wo = (float *)wt.p + t * wt.stride[0];
-    float sum = 0;
-    for (int j = 0; j < k; j++) {
-        float bv = NEG_INF;
-        int bi = 0x7fffffff;
-        for (int i = lane; i < E; i += GPU_WARP_SIZE) {
-            float v = choice[i];
-            if (!isnan(v) && gkept[i / per] != 0.0f && ranks_before(v, i, bv, bi)) {
-                bv = v;
-                bi = i;
+        if (lane == 0)
+            for (int j = 0; j < k; j++) {
+                float w = wo[j];
+                if (norm) w /= sum;
+                wo[j] = w * route_scale;
             }
-        }
-        warp_argmax(&bv, &bi);
-        if (bi >= E) bi = 0; /* unreachable: validation guarantees k eligible experts */
-        if (lane == 0) {
-            choice[bi] = __int_as_float(0x7fc00000); /* taken */
-            io[j] = bi;
-            wo[j] = s[bi];
-        }
-        sum += s[bi];
-        gpu_syncwarp();
     }
-    if (lane == 0)
-        for (int j = 0; j < k; j++) {
-            float w = wo[j];
-            if (norm) w /= sum;
-            wo[j] = w * route_scale;
-        }
 }
 
 extern "C" dsrt_status dsrt_gpu_moe_gate(const dsrt_gpu_ctx *c, const dsrt_op *op)

@@ -1,5 +1,5 @@
-/* The GPU kernels' host interface, in C: what a GPU backend (CUDA now, HIP later) calls to run the ops
- * of ops.h on its device. Each launcher takes a validated op and a launch context, enqueues kernels
+/* The GPU kernels' host interface, in C: what a GPU backend (CUDA or HIP) calls to run the ops of ops.h
+ * on its device. Each launcher takes a validated op and a launch context, enqueues kernels
  * on the context's stream and returns at once; launch failures come back as statuses with the op's
  * name. Errors found in data while running (bad group offsets, ...) set bits in the context's error
  * word, which the backend reads when the stream is synchronized. */
@@ -15,6 +15,37 @@
 
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+/* The kernels build once per runtime and both builds can link into one libdsrt (a CUDA and a HIP
+ * backend side by side): the HIP build's launchers carry a hip_ infix. Sources keep the plain names. */
+#if defined(DSRT_GPU_HIP) || defined(__HIPCC__)
+#define dsrt_gpu_tensor_of dsrt_gpu_hip_tensor_of
+#define dsrt_gpu_convert dsrt_gpu_hip_convert
+#define dsrt_gpu_embed dsrt_gpu_hip_embed
+#define dsrt_gpu_rms_norm dsrt_gpu_hip_rms_norm
+#define dsrt_gpu_layer_norm dsrt_gpu_hip_layer_norm
+#define dsrt_gpu_rope dsrt_gpu_hip_rope
+#define dsrt_gpu_swiglu dsrt_gpu_hip_swiglu
+#define dsrt_gpu_add dsrt_gpu_hip_add
+#define dsrt_gpu_act_quant dsrt_gpu_hip_act_quant
+#define dsrt_gpu_hadamard dsrt_gpu_hip_hadamard
+#define dsrt_gpu_cache_write dsrt_gpu_hip_cache_write
+#define dsrt_gpu_mla_prefill dsrt_gpu_hip_mla_prefill
+#define dsrt_gpu_mla_decode dsrt_gpu_hip_mla_decode
+#define dsrt_gpu_indexer_scores dsrt_gpu_hip_indexer_scores
+#define dsrt_gpu_topk dsrt_gpu_hip_topk
+#define dsrt_gpu_moe_gate dsrt_gpu_hip_moe_gate
+#define dsrt_gpu_moe_dispatch dsrt_gpu_hip_moe_dispatch
+#define dsrt_gpu_moe_combine dsrt_gpu_hip_moe_combine
+#define dsrt_gpu_sample dsrt_gpu_hip_sample
+#define dsrt_gpu_fill dsrt_gpu_hip_fill
+#define dsrt_gpu_head_linear dsrt_gpu_hip_head_linear
+#define dsrt_gpu_linear_simt dsrt_gpu_hip_linear_simt
+#define dsrt_gpu_quantize_act dsrt_gpu_hip_quantize_act
+#define dsrt_gpu_fp8_gemm_mma dsrt_gpu_hip_fp8_gemm_mma
+#define dsrt_gpu_weight_scales_f32 dsrt_gpu_hip_weight_scales_f32
+#define dsrt_gpu_transpose dsrt_gpu_hip_transpose
 #endif
 
 /* Bits of the error word (kernels OR them in; the backend turns them into messages). */

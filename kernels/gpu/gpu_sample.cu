@@ -1,15 +1,11 @@
 /* GPU token sampling. Greedy rows take a block-wide argmax. Temperature sampling follows the CPU
  * reference: tokens sorted by descending logit (ties to the lower id) with the vendor's segmented
- * radix sort on (logit, id) keys (cub on CUDA, hipcub on HIP: a host-side library call, kernels stay
- * plain), then one block per row computes the probabilities in double and applies top-k, min-p and
- * top-p as prefixes of that order before drawing with the given uniform. */
+ * radix sort on (logit, id) keys (cub on CUDA, rocPRIM on HIP, through gpu_segmented_sort_u64: a
+ * host-side library call, kernels stay plain), then one block per row computes the probabilities in
+ * double and applies top-k, min-p and top-p as prefixes of that order before drawing with the given
+ * uniform. */
+#define DSRT_GPU_NEED_SORT 1
 #include "gpu_common.cuh"
-
-#ifdef DSRT_GPU_HIP
-#include <hipcub/hipcub.hpp>
-#else
-#include <cub/cub.cuh>
-#endif
 
 #define NEG_INF (-__int_as_float(0x7f800000))
 
@@ -205,13 +201,11 @@ extern "C" dsrt_status dsrt_gpu_sample(const dsrt_gpu_ctx *c, const dsrt_op *op)
     k_seg_offsets<<<gpu_blocks(B + 1, 256), 256, 0, s>>>(off, B, V);
     GPU_CHECK_LAUNCH("sample", "k_seg_offsets");
     size_t temp_bytes = 0;
-    gpuError_t e = GPU_CUB_NS::DeviceSegmentedRadixSort::SortKeys(NULL, temp_bytes, k_in, k_out, (int)(B * V), (int)B,
-                                                                  off, off + 1, 0, 64, s);
+    gpuError_t e = gpu_segmented_sort_u64(NULL, &temp_bytes, k_in, k_out, (int)(B * V), (int)B, off, off + 1, s);
     if (e != gpuSuccess) return dsrt_error(DSRT_CODE_DEVICE, "sample: sort setup failed: %s", gpuGetErrorString(e));
     void *temp;
     DSRT_TRY(gpu_scratch(c, temp_bytes, &temp));
-    e = GPU_CUB_NS::DeviceSegmentedRadixSort::SortKeys(temp, temp_bytes, k_in, k_out, (int)(B * V), (int)B, off, off + 1,
-                                                       0, 64, s);
+    e = gpu_segmented_sort_u64(temp, &temp_bytes, k_in, k_out, (int)(B * V), (int)B, off, off + 1, s);
     if (e != gpuSuccess) return dsrt_error(DSRT_CODE_DEVICE, "sample: sort failed: %s", gpuGetErrorString(e));
     k_sample_pick<<<(unsigned)B, 1024, 0, s>>>(lg, u, ids, k_out, op->p.temperature, op->p.top_k, op->p.top_p,
                                                op->p.min_p);

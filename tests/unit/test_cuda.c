@@ -1,12 +1,14 @@
-/* CUDA backend against the CPU reference: every op of ops.h runs on both devices with the same random
+/* A GPU backend against the CPU reference: every op of ops.h runs on both devices with the same random
  * inputs, and the outputs are compared (normalized mean squared error: <= 1e-7 for element-wise ops,
  * <= 5e-4 for GEMMs and attention; index outputs and FP8 bytes exactly). Outputs are poisoned first on
  * both devices, so an element one of them forgets to write shows up as a difference. Also covered:
  * transfers through pinned staging, fills, events, graph capture and replay, and the FP8 GEMM engines
  * (cuBLASLt, our tensor-core kernel, the plain-core kernel) one by one.
  *
- * Without a CUDA device the test prints why and passes (a skip). Prints a table of the largest
- * error per op at the end (tests/gpu/run.sh shows it). */
+ * The backend is CUDA by default; `test_cuda --backend hip` runs the same checks on an AMD GPU (the HIP
+ * build of the same kernels; engines it lacks, such as the vendor FP8 GEMM, are reported as skipped).
+ * Without a device of that backend the test prints why and passes (a skip). Prints a table of the
+ * largest error per op at the end (tests/gpu/run.sh shows it). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,17 @@
 #define MM 5e-4  /* GEMM / attention limit */
 
 static dsrt_device *g_cpu, *g_gpu;
+static const char *g_be = "cuda"; /* the backend under test (--backend) */
+static char g_dev_name[40];       /* its first device, "cuda:0" */
+
+/* The backend's environment switch DSRT_<BACKEND>_<suffix> (DSRT_CUDA_MLA_SIMT, DSRT_HIP_MLA_SIMT). */
+static const char *gpu_env(const char *suffix, char *buf, size_t len)
+{
+    size_t n = (size_t)snprintf(buf, len, "DSRT_%s_%s", g_be, suffix);
+    for (size_t i = 5; i < n && i < len && buf[i] != '_'; i++)
+        if (buf[i] >= 'a' && buf[i] <= 'z') buf[i] = (char)(buf[i] - 'a' + 'A');
+    return buf;
+}
 static dsrt_stream *g_cs, *g_gs;
 static dsrt_rng g_rng = {0x5eed};
 
@@ -518,16 +531,18 @@ START_TEST(t_linear)
 }
 END_TEST
 
-/* The FP8 GEMM engines one by one: each opens its own device instance with DSRT_CUDA_FP8_GEMM set. */
+/* The FP8 GEMM engines one by one: each opens its own device instance with DSRT_<BACKEND>_FP8_GEMM set. */
 START_TEST(t_linear_fp8_engines)
 {
     const char *modes[] = {"own", "simt", "library"};
     dsrt_device *saved = g_gpu;
     dsrt_stream *saved_s = g_gs;
+    char env[48];
+    gpu_env("FP8_GEMM", env, sizeof env);
     for (int i = 0; i < 3; i++) {
-        setenv("DSRT_CUDA_FP8_GEMM", modes[i], 1);
+        setenv(env, modes[i], 1);
         dsrt_device *d;
-        ck_ok(dsrt_device_open_by_name("cuda:0", &d));
+        ck_ok(dsrt_device_open_by_name(g_dev_name, &d));
         dsrt_stream *s;
         ck_ok(dsrt_stream_create(d, &s));
         g_gpu = d;
@@ -565,7 +580,7 @@ START_TEST(t_linear_fp8_engines)
         dsrt_stream_release(s);
         dsrt_device_release(d);
     }
-    unsetenv("DSRT_CUDA_FP8_GEMM");
+    unsetenv(env);
     g_gpu = saved;
     g_gs = saved_s;
 }
@@ -611,7 +626,7 @@ START_TEST(t_linear_grouped)
     p.op.p.scale_pow2 = true;
     dsrt_status sc = run_on(&p, false, g_cpu, g_cs), sg = run_on(&p, true, g_gpu, g_gs);
     ck_assert_msg(sc && sg, "bad group offsets must fail on both devices");
-    printf("  %-16s bad offsets: cpu \"%s\" / cuda \"%s\"\n", "linear_grouped", dsrt_status_message(sc),
+    printf("  %-16s bad offsets: cpu \"%s\" / %s \"%s\"\n", "linear_grouped", dsrt_status_message(sc), g_be,
            dsrt_status_message(sg));
     dsrt_status_free(sc);
     dsrt_status_free(sg);
@@ -761,9 +776,10 @@ static void decode_case(const char *what, int T, int Hh, int ctx, int ksel, dsrt
     p.op.p.format = fmt;
     p.op.p.page_size = page;
     p.op.p.scale = 0.1352337788608801f * 0.1352337788608801f / sqrtf(192.0f);
-    if (env) setenv(env, "1", 1);
+    char name[48];
+    if (env) setenv(gpu_env(env, name, sizeof name), "1", 1);
     run2(&p);
-    if (env) unsetenv(env);
+    if (env) unsetenv(name);
     record("mla_decode", what, pt_nmse(&o), MM);
     free(rsv);
     free(klv);
@@ -780,7 +796,7 @@ START_TEST(t_mla_decode)
     decode_case("bf16 cache (PLAIN)", 3, 64, 700, 0, DSRT_BF16, DSRT_CACHE_PLAIN, NULL);
     decode_case("f32 q (plain cores, fp32 throughout)", 3, 8, 300, 0, DSRT_F32, DSRT_CACHE_FP8, NULL);
     decode_case("bf16 q, plain cores (exact rounding points)", 2, 16, 500, 64, DSRT_BF16, DSRT_CACHE_FP8,
-                "DSRT_CUDA_MLA_SIMT");
+                "MLA_SIMT");
 }
 END_TEST
 
@@ -879,9 +895,10 @@ static void indexer_case(const char *what, int T, int ctx, dsrt_cache_format fmt
     p.op.p.format = fmt;
     p.op.p.page_size = page;
     p.op.p.scale = 1.0f / sqrtf(128.0f);
-    if (env) setenv(env, "1", 1);
+    char name[48];
+    if (env) setenv(gpu_env(env, name, sizeof name), "1", 1);
     run2(&p);
-    if (env) unsetenv(env);
+    if (env) unsetenv(name);
     record("indexer_scores", what, pt_nmse(&sc), MM);
     free(rsv);
     free(klv);
@@ -892,7 +909,7 @@ static void indexer_case(const char *what, int T, int ctx, dsrt_cache_format fmt
 START_TEST(t_indexer)
 {
     indexer_case("FP8 132-byte keys, T=3, ctx 4000 (tensor cores)", 3, 4000, DSRT_CACHE_FP8, NULL);
-    indexer_case("FP8, plain cores", 2, 1500, DSRT_CACHE_FP8, "DSRT_CUDA_INDEXER_SIMT");
+    indexer_case("FP8, plain cores", 2, 1500, DSRT_CACHE_FP8, "INDEXER_SIMT");
     indexer_case("PLAIN bf16 keys", 2, 900, DSRT_CACHE_PLAIN, NULL);
 }
 END_TEST
@@ -1208,12 +1225,21 @@ static bool name_in_list(const char *name, const char *list)
     return false;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
+            g_be = argv[++i];
+        } else {
+            printf("usage: %s [--backend cuda|hip]\n", argv[0]);
+            return 2;
+        }
+    }
+    snprintf(g_dev_name, sizeof g_dev_name, "%.30s:0", g_be);
     dsrt_backend *cb;
-    dsrt_status st = dsrt_backend_find("cuda", &cb);
+    dsrt_status st = dsrt_backend_find(g_be, &cb);
     if (st) {
-        printf("test_cuda: skipped: this build has no CUDA backend (%s)\n", dsrt_status_message(st));
+        printf("test_cuda: skipped: this build has no %s backend (%s)\n", g_be, dsrt_status_message(st));
         dsrt_status_free(st);
         return 0;
     }
@@ -1225,12 +1251,12 @@ int main(void)
         return 0;
     }
     ck_ok(dsrt_device_open_by_name("cpu", &g_cpu));
-    ck_ok(dsrt_device_open_by_name("cuda:0", &g_gpu));
+    ck_ok(dsrt_device_open_by_name(g_dev_name, &g_gpu));
     ck_ok(dsrt_stream_create(g_cpu, &g_cs));
     ck_ok(dsrt_stream_create(g_gpu, &g_gs));
     printf("test_cuda: %s (%s) against %s\n", dsrt_device_get_caps(g_gpu)->name, dsrt_device_get_caps(g_gpu)->driver,
            dsrt_device_get_caps(g_cpu)->name);
-    Suite *s = suite_create("cuda");
+    Suite *s = suite_create(g_be);
     TCase *tc = tcase_create("ops");
     tcase_set_timeout(tc, 3000);
     /* DSRT_TEST_CUDA_ONLY=a,b,...: only the tests whose names contain one of the words (the sanitizer
@@ -1265,7 +1291,7 @@ int main(void)
     }
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
-    /* no fork: CUDA does not survive fork() once initialized, and the summary needs the results */
+    /* no fork: GPU runtimes do not survive fork() once initialized, and the summary needs the results */
     srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
