@@ -27,5 +27,5 @@ while read -r CASE PLEN NDEC SEED; do
       --prompt-len "$PLEN" --decode "$NDEC" --prompt-seed "$SEED" --perturb --held-out 128 "${XCHECK[@]}"
 done <<'CASES'
 tiny-yarn 20 8 15
-tiny-plain 16 8 94
+tiny-plain 16 8 242
 CASES
