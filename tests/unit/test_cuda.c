@@ -548,9 +548,10 @@ START_TEST(t_linear_fp8_engines)
         g_gpu = d;
         g_gs = s;
         /* an aligned prefill shape, and ragged ones: prefill and chunk sizes that are not multiples of the
-         * tile, weight row counts that leave a partial scale block, K with a block count not a multiple of 4 */
-        const int64_t shapes[3][3] = {{128, 768, 2048}, {20, 392, 640}, {12, 1536, 7168}};
-        for (int k = 0; k < 3; k++) {
+         * tile, weight row counts that leave a partial scale block, K with a block count not a multiple of 4,
+         * and the tiny golden models' shapes (K of one or two blocks) */
+        const int64_t shapes[][3] = {{128, 768, 2048}, {20, 392, 640}, {12, 1536, 7168}, {20, 160, 128}, {20, 384, 128}, {28, 128, 256}};
+        for (int k = 0; k < (int)(sizeof shapes / sizeof shapes[0]); k++) {
             int64_t M = shapes[k][0], N = shapes[k][1], K = shapes[k][2];
             char what[96];
             pt x, w, y;
