@@ -95,6 +95,14 @@ else
   bad "bench at batch 8: $(cat bench.txt bench_err.txt)"
 fi
 
+# 7. side by side on two devices: both run, then the ratio line
+if "$dsrt" bench -m "$model" --prompt 8 --gen 2 --backend cpu,cpu:0 >bench2.txt 2>&1 &&
+  grep -q "^cpu:0 / cpu = [0-9.]*$" bench2.txt; then
+  ok "bench side by side: $(tail -1 bench2.txt)"
+else
+  bad "bench side by side: $(cat bench2.txt)"
+fi
+
 echo
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

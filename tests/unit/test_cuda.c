@@ -534,13 +534,16 @@ END_TEST
 /* The FP8 GEMM engines one by one: each opens its own device instance with DSRT_<BACKEND>_FP8_GEMM set. */
 START_TEST(t_linear_fp8_engines)
 {
-    const char *modes[] = {"own", "simt", "library"};
+    /* own: the few-rows kernel up to 16 rows, 128-row tiles above; own-tiles: 128-row tiles always */
+    const char *modes[] = {"own", "simt", "library", "own-tiles"};
     dsrt_device *saved = g_gpu;
     dsrt_stream *saved_s = g_gs;
-    char env[48];
+    char env[48], skinny[48];
     gpu_env("FP8_GEMM", env, sizeof env);
-    for (int i = 0; i < 3; i++) {
-        setenv(env, modes[i], 1);
+    gpu_env("FP8_SKINNY", skinny, sizeof skinny);
+    for (int i = 0; i < 4; i++) {
+        setenv(env, i == 3 ? "own" : modes[i], 1);
+        if (i == 3) setenv(skinny, "0", 1);
         dsrt_device *d;
         ck_ok(dsrt_device_open_by_name(g_dev_name, &d));
         dsrt_stream *s;
@@ -582,6 +585,7 @@ START_TEST(t_linear_fp8_engines)
         dsrt_device_release(d);
     }
     unsetenv(env);
+    unsetenv(skinny);
     g_gpu = saved;
     g_gs = saved_s;
 }
@@ -591,22 +595,31 @@ START_TEST(t_linear_grouped)
 {
     int64_t R = 100, K = 256, N = 192, G = 6;
     int32_t off[7] = {0, 10, 10, 45, 60, 90, 97};
-    for (int v = 0; v < 2; v++) {
+    /* v = 0: FP8 (128-row tiles at this size); 1: bf16; 2: FP8 through the few-rows kernel, forced with
+     * DSRT_<BACKEND>_FP8_SKINNY=1 (groups of 0 to 35 rows: several 16-row tiles, partial ones, an empty group) */
+    char skinny[48];
+    gpu_env("FP8_SKINNY", skinny, sizeof skinny);
+    for (int v = 0; v < 3; v++) {
         pt x, w, o, y;
         pt_rand(&x, DSRT_BF16, 2, SH(R, K), 1.0f);
-        if (v == 0) pt_fp8_weight(&w, 3, SH(G, N, K), DSRT_UE8M0);
+        if (v != 1) pt_fp8_weight(&w, 3, SH(G, N, K), DSRT_UE8M0);
         else pt_rand(&w, DSRT_BF16, 3, SH(G, N, K), 0.05f);
         pt_from_i32(&o, 1, SH(G + 1), off);
-        pt_out(&y, v == 0 ? DSRT_BF16 : DSRT_F32, 2, SH(R, N));
+        pt_out(&y, v != 1 ? DSRT_BF16 : DSRT_F32, 2, SH(R, N));
         pop p = pop_init(DSRT_OP_LINEAR_GROUPED);
         p.in[0] = &x;
         p.in[1] = &w;
         p.in[2] = &o;
         p.out[0] = &y;
-        p.op.p.act_quant = v == 0;
+        p.op.p.act_quant = v != 1;
         p.op.p.scale_pow2 = true;
+        if (v == 2) setenv(skinny, "1", 1);
         run2(&p);
-        record("linear_grouped", v == 0 ? "FP8 act_quant, 6 groups (one empty), 97/100 rows" : "bf16 weights -> f32",
+        unsetenv(skinny);
+        record("linear_grouped",
+               v == 0   ? "FP8 act_quant, 6 groups (one empty), 97/100 rows"
+               : v == 1 ? "bf16 weights -> f32"
+                        : "FP8, few-rows kernel forced, same groups",
                pt_nmse(&y), MM);
         pt all[] = {x, w, o, y};
         free_all(all, 4);

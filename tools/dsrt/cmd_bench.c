@@ -36,6 +36,8 @@ static void usage(FILE *f)
             "  --gen N             decode steps (default 16)\n"
             "  --batch B           sequences decoded together (default 1)\n"
             "  --context C         cached positions before decoding (default: the prompt length)\n"
+            "  --backend A,B,...   run the benchmark on each device in turn and compare decode tokens/s\n"
+            "                      (e.g. cuda,opencl:1)\n"
             "  --ops [FILTER]      the hot ops at V3.2 shapes instead (MLA decode, sparse MLA, indexer +\n"
             "                      top-k, FP8 GEMMs, ...): time, GB/s, TFLOP/s and fractions of the device's peaks;\n"
             "                      FILTER picks cases whose name contains it\n");
@@ -148,65 +150,18 @@ static void progress(void *ctx, uint64_t done, uint64_t total)
     if (done >= total) fprintf(stderr, "\n");
 }
 
-int dsrt_cmd_bench(int argc, char **argv)
+/* What one model benchmark needs, parsed from the command line. */
+typedef struct bench_opts {
+    const char *dir, *synth, *precision, *placement;
+    long long prompt, gen, batch, context;
+} bench_opts;
+
+/* Loads the model on `backend`, times a prefill and the decode steps, prints the figures; *decode_tps
+ * gets decode tokens/s. */
+static dsrt_status bench_model(const bench_opts *o, const char *backend, double *decode_tps)
 {
-    if (dsrt_cli_load_plugins("bench", &argc, argv)) return 1;
-    const char *dir = NULL, *synth = NULL, *backend = "cpu", *precision = "auto", *placement = NULL, *ops = NULL;
-    long long prompt = 64, gen = 16, batch = 1, context = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--ops")) { /* optional filter */
-            ops = (i + 1 < argc && argv[i + 1][0] != '-') ? argv[++i] : "";
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "dsrt bench: error: '%s' needs a value (see dsrt bench --help)\n", a);
-            return 2;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) dir = v;
-        else if (!strcmp(a, "--synthetic")) synth = v;
-        else if (!strcmp(a, "--backend")) backend = v;
-        else if (!strcmp(a, "--precision")) precision = v;
-        else if (!strcmp(a, "--placement")) placement = v;
-        else if (!strcmp(a, "--prompt")) {
-            if (dsrt_cli_parse_int("bench", a, v, 1, &prompt)) return 2;
-        } else if (!strcmp(a, "--gen")) {
-            if (dsrt_cli_parse_int("bench", a, v, 1, &gen)) return 2;
-        } else if (!strcmp(a, "--batch")) {
-            if (dsrt_cli_parse_int("bench", a, v, 1, &batch)) return 2;
-        } else if (!strcmp(a, "--context")) {
-            if (dsrt_cli_parse_int("bench", a, v, 0, &context)) return 2;
-        } else {
-            fprintf(stderr, "dsrt bench: error: unknown option '%s' (see dsrt bench --help)\n", a);
-            return 2;
-        }
-    }
-    if (ops) {
-        if (dir || synth) {
-            fprintf(stderr, "dsrt bench: error: --ops times single ops; it takes no model\n");
-            return 2;
-        }
-        dsrt_device *dev = NULL;
-        dsrt_status ost = dsrt_device_open_by_name(backend, &dev);
-        if (ost) return dsrt_cli_fail("bench", ost);
-        int orc = dsrt_bench_ops(dev, ops, stdout);
-        dsrt_device_release(dev);
-        return orc;
-    }
-    if (!dir == !synth) {
-        fprintf(stderr, "dsrt bench: error: give exactly one of -m DIR or --synthetic layer|slice\n");
-        return 2;
-    }
-    if (synth && strcmp(synth, "layer") && strcmp(synth, "slice")) {
-        fprintf(stderr, "dsrt bench: error: --synthetic takes 'layer' or 'slice', not '%s'\n", synth);
-        return 2;
-    }
-    if (context < 0) context = prompt;
+    const char *dir = o->dir, *synth = o->synth, *precision = o->precision, *placement = o->placement;
+    long long prompt = o->prompt, gen = o->gen, batch = o->batch, context = o->context;
     double last = 0;
     dsrt_model_options opt = {.device = backend, .placement = placement, .progress = progress, .progress_ctx = &last};
     /* KV pages: each decode sequence holds context + warm-up + gen tokens, rounded up to whole pages (the
@@ -269,6 +224,7 @@ int dsrt_cmd_bench(int argc, char **argv)
     if ((st = measure_bandwidth(backend, &bw, &peak_bw))) goto done;
     double bytes = decode_bytes(c, fp8, (int)batch, context + gen / 2);
     double roof = bytes / (bw * 1e9);
+    *decode_tps = (double)batch / t_decode;
     printf("decode: batch %lld at context %lld: %.2f ms/step = %.2f tokens/s (%llu of %lld steps replayed a recorded graph)\n",
            batch, context, t_decode * 1e3, (double)batch / t_decode, (unsigned long long)dsrt_model_graph_replays(m), gen + 1);
     printf("bandwidth: %.1f GB/s measured on %s (best of copy and convert, read + write)", bw, backend);
@@ -285,5 +241,85 @@ done:
     free(logits);
     free(cfg_text);
     dsrt_model_free(m);
-    return st ? dsrt_cli_fail("bench", st) : 0;
+    return st;
+}
+
+int dsrt_cmd_bench(int argc, char **argv)
+{
+    if (dsrt_cli_load_plugins("bench", &argc, argv)) return 1;
+    const char *dir = NULL, *synth = NULL, *backend = "cpu", *precision = "auto", *placement = NULL, *ops = NULL;
+    long long prompt = 64, gen = 16, batch = 1, context = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--ops")) { /* optional filter */
+            ops = (i + 1 < argc && argv[i + 1][0] != '-') ? argv[++i] : "";
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "dsrt bench: error: '%s' needs a value (see dsrt bench --help)\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) dir = v;
+        else if (!strcmp(a, "--synthetic")) synth = v;
+        else if (!strcmp(a, "--backend")) backend = v;
+        else if (!strcmp(a, "--precision")) precision = v;
+        else if (!strcmp(a, "--placement")) placement = v;
+        else if (!strcmp(a, "--prompt")) {
+            if (dsrt_cli_parse_int("bench", a, v, 1, &prompt)) return 2;
+        } else if (!strcmp(a, "--gen")) {
+            if (dsrt_cli_parse_int("bench", a, v, 1, &gen)) return 2;
+        } else if (!strcmp(a, "--batch")) {
+            if (dsrt_cli_parse_int("bench", a, v, 1, &batch)) return 2;
+        } else if (!strcmp(a, "--context")) {
+            if (dsrt_cli_parse_int("bench", a, v, 0, &context)) return 2;
+        } else {
+            fprintf(stderr, "dsrt bench: error: unknown option '%s' (see dsrt bench --help)\n", a);
+            return 2;
+        }
+    }
+    if (ops) {
+        if (dir || synth) {
+            fprintf(stderr, "dsrt bench: error: --ops times single ops; it takes no model\n");
+            return 2;
+        }
+        dsrt_device *dev = NULL;
+        dsrt_status ost = dsrt_device_open_by_name(backend, &dev);
+        if (ost) return dsrt_cli_fail("bench", ost);
+        int orc = dsrt_bench_ops(dev, ops, stdout);
+        dsrt_device_release(dev);
+        return orc;
+    }
+    if (!dir == !synth) {
+        fprintf(stderr, "dsrt bench: error: give exactly one of -m DIR or --synthetic layer|slice\n");
+        return 2;
+    }
+    if (synth && strcmp(synth, "layer") && strcmp(synth, "slice")) {
+        fprintf(stderr, "dsrt bench: error: --synthetic takes 'layer' or 'slice', not '%s'\n", synth);
+        return 2;
+    }
+    if (context < 0) context = prompt;
+    bench_opts o = {dir, synth, precision, placement, prompt, gen, batch, context};
+    /* --backend A,B,...: the same benchmark on each, one after the other, then decode compared */
+    char list[512];
+    snprintf(list, sizeof list, "%s", backend);
+    const char *names[8];
+    double tps[8];
+    int n = 0;
+    for (char *t = strtok(list, ","); t && n < 8; t = strtok(NULL, ",")) names[n++] = t;
+    for (int i = 0; i < n; i++) {
+        if (n > 1) printf("%s== %s ==\n", i ? "\n" : "", names[i]);
+        dsrt_status st = bench_model(&o, names[i], &tps[i]);
+        if (st) return dsrt_cli_fail("bench", dsrt_status_wrap(st, "on %s: ", names[i]));
+    }
+    if (n > 1) {
+        printf("\ndecode tokens/s side by side (batch %lld, context %lld):", batch, context);
+        for (int i = 0; i < n; i++) printf(" %s %.2f%s", names[i], tps[i], i + 1 < n ? "," : "\n");
+        for (int i = 1; i < n; i++) printf("%s / %s = %.2f\n", names[i], names[0], tps[i] / tps[0]);
+    }
+    return 0;
 }
