@@ -127,7 +127,18 @@ typedef struct dsrt_ocl_stream {
     size_t scratch_size[DSRT_OCL_SCRATCH_SLOTS];
     cl_mem staging; /* for copies within one buffer whose ranges overlap */
     size_t staging_size;
+    /* DSRT_OPENCL_PROFILE=1: each kernel's device time from its event, summed per kernel and printed
+     * to stderr when the stream is released (which kernel is slow on a new device) */
+    bool profile;
+    cl_event *prof_ev;
+    dsrt_ocl_kernel_id *prof_id;
+    int prof_n, prof_cap;
+    double prof_ns[DSRT_OCL_K_COUNT];
+    long prof_calls[DSRT_OCL_K_COUNT];
 } dsrt_ocl_stream;
+
+/* Keeps a launched kernel's event for the profile (takes ownership of ev). */
+dsrt_status dsrt_ocl_profile_add(dsrt_ocl_stream *s, dsrt_ocl_kernel_id id, cl_event ev);
 
 typedef struct dsrt_ocl_event {
     dsrt_ocl_device *dev;

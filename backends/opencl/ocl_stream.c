@@ -1,6 +1,7 @@
 /* Streams are in-order command queues; transfers and fills are the queue's own commands; events are
  * markers, and a wait is a barrier on the marker. Everything is enqueued without blocking: host memory
  * given to write/read must stay valid until the stream is synced (the HAL's contract). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +16,9 @@ dsrt_status dsrt_ocl_stream_create(void *dctx, void **sctx)
     if (!s) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory for an OpenCL stream");
     s->dev = d;
     cl_int err;
-    s->q = clCreateCommandQueue(d->ctx, d->info->device, 0, &err);
+    const char *prof = getenv("DSRT_OPENCL_PROFILE");
+    s->profile = prof && strcmp(prof, "1") == 0;
+    s->q = clCreateCommandQueue(d->ctx, d->info->device, s->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &err);
     if (!s->q) {
         free(s);
         return dsrt_ocl_fail(err, "creating a command queue on '%s'", d->info->caps.name);
@@ -24,11 +27,79 @@ dsrt_status dsrt_ocl_stream_create(void *dctx, void **sctx)
     return DSRT_OK;
 }
 
+/* Adds the finished profiled kernels' times to the per-kernel sums. */
+static void profile_harvest(dsrt_ocl_stream *s)
+{
+    if (s->prof_n) clWaitForEvents((cl_uint)s->prof_n, s->prof_ev);
+    for (int i = 0; i < s->prof_n; i++) {
+        cl_ulong t0 = 0, t1 = 0;
+        if (clGetEventProfilingInfo(s->prof_ev[i], CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) == CL_SUCCESS &&
+            clGetEventProfilingInfo(s->prof_ev[i], CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) == CL_SUCCESS &&
+            t1 >= t0) {
+            s->prof_ns[s->prof_id[i]] += (double)(t1 - t0);
+            s->prof_calls[s->prof_id[i]]++;
+        }
+        clReleaseEvent(s->prof_ev[i]);
+    }
+    s->prof_n = 0;
+}
+
+dsrt_status dsrt_ocl_profile_add(dsrt_ocl_stream *s, dsrt_ocl_kernel_id id, cl_event ev)
+{
+    if (s->prof_n == s->prof_cap) {
+        if (s->prof_cap >= 4096) profile_harvest(s);
+        else {
+            int cap = s->prof_cap ? 2 * s->prof_cap : 256;
+            cl_event *e = realloc(s->prof_ev, sizeof *e * (size_t)cap);
+            if (e) s->prof_ev = e;
+            dsrt_ocl_kernel_id *k = e ? realloc(s->prof_id, sizeof *k * (size_t)cap) : NULL;
+            if (k) s->prof_id = k;
+            if (!e || !k) {
+                clReleaseEvent(ev);
+                return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory for the OpenCL profile");
+            }
+            s->prof_cap = cap;
+        }
+    }
+    s->prof_ev[s->prof_n] = ev;
+    s->prof_id[s->prof_n++] = id;
+    return DSRT_OK;
+}
+
+static void profile_print(dsrt_ocl_stream *s)
+{
+    profile_harvest(s);
+    int order[DSRT_OCL_K_COUNT], n = 0;
+    double total = 0;
+    for (int i = 0; i < DSRT_OCL_K_COUNT; i++)
+        if (s->prof_calls[i]) {
+            order[n++] = i;
+            total += s->prof_ns[i];
+        }
+    if (!n) return;
+    for (int j = 1; j < n; j++) /* longest first */
+        for (int k = j; k > 0 && s->prof_ns[order[k]] > s->prof_ns[order[k - 1]]; k--) {
+            int t = order[k];
+            order[k] = order[k - 1];
+            order[k - 1] = t;
+        }
+    fprintf(stderr, "opencl profile of a stream on '%s': %.3f ms of kernel time\n", s->dev->info->caps.name, total / 1e6);
+    fprintf(stderr, "  %-28s %8s %12s %10s %6s\n", "kernel", "calls", "total ms", "mean us", "share");
+    for (int j = 0; j < n; j++) {
+        int i = order[j];
+        fprintf(stderr, "  %-28s %8ld %12.3f %10.1f %5.1f%%\n", dsrt_ocl_kernel_names[i], s->prof_calls[i], s->prof_ns[i] / 1e6,
+                s->prof_ns[i] / 1e3 / (double)s->prof_calls[i], 100.0 * s->prof_ns[i] / total);
+    }
+}
+
 void dsrt_ocl_stream_destroy(void *sctx)
 {
     dsrt_ocl_stream *s = sctx;
     if (!s) return;
     clFinish(s->q);
+    if (s->profile) profile_print(s);
+    free(s->prof_ev);
+    free(s->prof_id);
     for (int i = 0; i < DSRT_OCL_K_COUNT; i++)
         if (s->kernels[i]) clReleaseKernel(s->kernels[i]);
     for (int i = 0; i < DSRT_OCL_SCRATCH_SLOTS; i++)

@@ -35,20 +35,7 @@ static __global__ void k_prep_positions(dsrt_gpu_tensor idx, dsrt_gpu_tensor kv_
         }
         s_pos[i] = v;
     }
-    __syncthreads();
-    for (int size = 2; size <= p2; size <<= 1)
-        for (int stride = size / 2; stride > 0; stride >>= 1) {
-            for (int i = threadIdx.x; i < p2 / 2; i += blockDim.x) {
-                int lo = 2 * stride * (i / stride) + (i % stride), hi = lo + stride;
-                bool up = (lo & size) == 0;
-                int32_t a = s_pos[lo], b = s_pos[hi];
-                if ((a > b) == up) {
-                    s_pos[lo] = b;
-                    s_pos[hi] = a;
-                }
-            }
-            __syncthreads();
-        }
+    gpu_bitonic_sort<int32_t>(s_pos, p2);
     int base = 0;
     for (int i0 = 0; i0 < p2; i0 += blockDim.x) {
         int i = i0 + threadIdx.x;
@@ -517,27 +504,41 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
 #endif
 }
 
-/* Merges the splits of k_mla_decode_tc: o = sum_s O_s e^(m_s - M) / sum_s l_s e^(m_s - M). */
+/* Merges the splits of k_mla_decode_tc: o = sum_s O_s e^(m_s - M) / sum_s l_s e^(m_s - M). The
+ * split weights are computed once per (row, head) into shared memory; the split sums per column are
+ * loaded 8 at a time and added in split order. */
 static __global__ void k_mla_combine(const float *part_o, const float2 *part_ml, int splits, int64_t T, int64_t Hh,
                                      dsrt_gpu_tensor o)
 {
+    __shared__ float ws[64];
+    __shared__ int use[64];
+    __shared__ float s_inv;
     int64_t th = blockIdx.x, t = th / Hh, h = th % Hh;
-    float M = NEG_INF;
-    for (int s = 0; s < splits; s++) M = fmaxf(M, part_ml[(s * T + t) * Hh + h].x);
-    float L = 0;
-    if (M != NEG_INF)
+    if (threadIdx.x == 0) {
+        float M = NEG_INF;
+        for (int s = 0; s < splits; s++) M = fmaxf(M, part_ml[(s * T + t) * Hh + h].x);
+        float L = 0;
         for (int s = 0; s < splits; s++) {
             float2 ml = part_ml[(s * T + t) * Hh + h];
-            if (ml.x != NEG_INF) L += ml.y * expf(ml.x - M);
+            use[s] = M != NEG_INF && ml.x != NEG_INF;
+            ws[s] = use[s] ? expf(ml.x - M) : 0.0f;
+            if (use[s]) L += ml.y * ws[s];
         }
-    float inv = L > 0 ? 1.0f / L : 0.0f;
+        s_inv = L > 0 ? 1.0f / L : 0.0f;
+    }
+    __syncthreads();
+    float inv = s_inv;
     for (int d = threadIdx.x; d < MD_DC; d += blockDim.x) {
         float v = 0;
-        if (M != NEG_INF)
-            for (int s = 0; s < splits; s++) {
-                float2 ml = part_ml[(s * T + t) * Hh + h];
-                if (ml.x != NEG_INF) v += part_o[((s * T + t) * Hh + h) * MD_DC + d] * expf(ml.x - M);
-            }
+        for (int s0 = 0; s0 < splits; s0 += 8) {
+            float p[8];
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+                p[n] = s0 + n < splits ? part_o[(((s0 + n) * T + t) * Hh + h) * MD_DC + d] : 0.0f;
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+                if (s0 + n < splits && use[s0 + n]) v += p[n] * ws[s0 + n];
+        }
         gpu_st(o.p, o.dtype, t * o.stride[0] + h * o.stride[1] + d, v * inv);
     }
 }
@@ -595,7 +596,9 @@ extern "C" dsrt_status dsrt_gpu_mla_decode(const dsrt_gpu_ctx *c, const dsrt_op 
         int64_t groups = (Hh + MD_HEADS - 1) / MD_HEADS, base = T * groups;
         int64_t splits = 1;
         if (base < c->sm_count) splits = c->sm_count / base;
-        int64_t max_splits = (cap + 4 * MD_KEYS - 1) / (4 * MD_KEYS); /* at least 4 tiles per split */
+        /* at least 2 tiles per split: fewer leave a single row (decode at batch 1) on a few SMs, more
+         * spend the step writing and merging partial outputs */
+        int64_t max_splits = (cap + 2 * MD_KEYS - 1) / (2 * MD_KEYS);
         if (splits > max_splits) splits = max_splits;
         if (splits < 1) splits = 1;
         if (splits > 64) splits = 64;

@@ -94,28 +94,49 @@ extern "C" dsrt_status dsrt_gpu_embed(const dsrt_gpu_ctx *c, const dsrt_op *op)
 }
 
 /* ---- RMSNorm: one block per row; the fp32 sum stays in shared memory because residual_out may
- * alias residual and the norm must read the unrounded sum. ---- */
+ * alias residual and the norm must read the unrounded sum. Each thread loads NORM_ILP elements at a
+ * time, and a few rows (decode) get 1024 threads: a row is then one block's work, bound by how many
+ * loads are in flight. ---- */
+#define NORM_ILP 4
+
 static __global__ void k_rms_norm(dsrt_gpu_tensor x, dsrt_gpu_tensor w, dsrt_gpu_tensor res, dsrt_gpu_tensor y,
                                   dsrt_gpu_tensor ro, float eps)
 {
     extern __shared__ float s_row[];
     __shared__ float red[64];
-    int64_t D = x.shape[1], m = blockIdx.x;
+    int64_t D = x.shape[1], m = blockIdx.x, bd = blockDim.x;
     float ss = 0;
-    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-        float v = gpu_ld(x.p, x.dtype, m * x.stride[0] + i);
-        if (res.p) {
-            v += gpu_ld(res.p, res.dtype, m * res.stride[0] + i);
+    for (int64_t i0 = threadIdx.x; i0 < D; i0 += NORM_ILP * bd) {
+        float v[NORM_ILP], r[NORM_ILP];
+        gpu_ld_row<NORM_ILP>(x.p, x.dtype, m * x.stride[0], i0, bd, D, v);
+        if (res.p) gpu_ld_row<NORM_ILP>(res.p, res.dtype, m * res.stride[0], i0, bd, D, r);
+#pragma unroll
+        for (int e = 0; e < NORM_ILP; e++) {
+            if (i0 + e * bd >= D) break;
+            if (res.p) v[e] += r[e];
+            s_row[i0 + e * bd] = v[e];
+            ss += v[e] * v[e];
         }
-        s_row[i] = v;
-        ss += v * v;
     }
     ss = gpu_block_sum(ss, red);
     if (res.p)
-        for (int64_t i = threadIdx.x; i < D; i += blockDim.x) gpu_st(ro.p, ro.dtype, m * ro.stride[0] + i, s_row[i]);
-    float r = 1.0f / sqrtf(ss / (float)D + eps);
-    for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
-        gpu_st(y.p, y.dtype, m * y.stride[0] + i, gpu_ld(w.p, w.dtype, i) * (s_row[i] * r));
+        for (int64_t i = threadIdx.x; i < D; i += bd) gpu_st(ro.p, ro.dtype, m * ro.stride[0] + i, s_row[i]);
+    float rn = 1.0f / sqrtf(ss / (float)D + eps);
+    for (int64_t i0 = threadIdx.x; i0 < D; i0 += NORM_ILP * bd) {
+        float g[NORM_ILP];
+        gpu_ld_row<NORM_ILP>(w.p, w.dtype, 0, i0, bd, D, g);
+#pragma unroll
+        for (int e = 0; e < NORM_ILP; e++) {
+            int64_t i = i0 + e * bd;
+            if (i < D) gpu_st(y.p, y.dtype, m * y.stride[0] + i, g[e] * (s_row[i] * rn));
+        }
+    }
+}
+
+/* Threads per row block: 1024 when the rows cannot fill the device. */
+static unsigned norm_threads(const dsrt_gpu_ctx *c, int64_t M, int64_t D)
+{
+    return M < c->sm_count && D >= 4096 ? 1024u : 256u;
 }
 
 extern "C" dsrt_status dsrt_gpu_rms_norm(const dsrt_gpu_ctx *c, const dsrt_op *op)
@@ -127,7 +148,7 @@ extern "C" dsrt_status dsrt_gpu_rms_norm(const dsrt_gpu_ctx *c, const dsrt_op *o
     if (M == 0) return DSRT_OK;
     size_t smem = sizeof(float) * (size_t)(D > 0 ? D : 1);
     DSRT_TRY(gpu_smem_limit(c, (const void *)k_rms_norm, smem, "rms_norm"));
-    k_rms_norm<<<(unsigned)M, 256, smem, gpu_stream(c)>>>(x, w, res, y, ro, op->p.eps);
+    k_rms_norm<<<(unsigned)M, norm_threads(c, M, D), smem, gpu_stream(c)>>>(x, w, res, y, ro, op->p.eps);
     GPU_CHECK_LAUNCH("rms_norm", "k_rms_norm");
     return DSRT_OK;
 }

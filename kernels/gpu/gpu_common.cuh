@@ -260,6 +260,33 @@ GPU_DEV void gpu_st(void *base, int dt, int64_t i, float v)
     }
 }
 
+/* v[n] = element idx[n] of a tensor of dtype dt, 0 where idx[n] < 0. The dtype switch sits outside
+ * the loop so the N loads issue together: a row of a decode step is one block's work, and loads made
+ * one latency at a time (gpu_ld in a loop) leave such a kernel waiting on memory. */
+template <int N> GPU_DEV void gpu_ld_n(const void *base, int dt, const int64_t *idx, float *v)
+{
+    if (dt == DSRT_F32) {
+#pragma unroll
+        for (int n = 0; n < N; n++) v[n] = idx[n] >= 0 ? ((const float *)base)[idx[n]] : 0.0f;
+    } else if (dt == DSRT_BF16) {
+#pragma unroll
+        for (int n = 0; n < N; n++) v[n] = idx[n] >= 0 ? gpu_bf16_to_f32(((const uint16_t *)base)[idx[n]]) : 0.0f;
+    } else {
+#pragma unroll
+        for (int n = 0; n < N; n++) v[n] = idx[n] >= 0 ? gpu_ld(base, dt, idx[n]) : 0.0f;
+    }
+}
+
+/* v[n] = element off + i0 + n*step of a row (0 where i0 + n*step >= len). */
+template <int N>
+GPU_DEV void gpu_ld_row(const void *base, int dt, int64_t off, int64_t i0, int64_t step, int64_t len, float *v)
+{
+    int64_t idx[N];
+#pragma unroll
+    for (int n = 0; n < N; n++) idx[n] = i0 + n * step < len ? off + i0 + n * step : -1;
+    gpu_ld_n<N>(base, dt, idx, v);
+}
+
 /* The value an output of dtype dt holds for v. */
 GPU_DEV float gpu_round(int dt, float v)
 {
@@ -360,6 +387,74 @@ GPU_DEV int gpu_block_scan_flag(int flag, int *sh, int *total)
     }
     *total = all;
     return before + below;
+}
+
+/* ---- block-wide bitonic sort ---- */
+
+GPU_DEV int32_t gpu_shfl_xor_any(int32_t v, int m) { return gpu_shfl_xor_i(v, m); }
+GPU_DEV unsigned long long gpu_shfl_xor_any(unsigned long long v, int m) { return gpu_shfl_xor_u64(v, m); }
+
+/* Compare-exchanges of one sort size for strides top .. 1 (top <= the wave width), on registers: each
+ * lane holds two neighbouring elements of its wave's chunk of 2 * GPU_WARP_SIZE. */
+template <typename T> GPU_DEV void gpu_bitonic_wave(T *s, int p2, int size_lo, int size_hi, int top)
+{
+    int W = GPU_WARP_SIZE, lane = gpu_lane();
+    for (int c0 = gpu_warp() * 2 * W; c0 < p2; c0 += gpu_nwarps() * 2 * W) {
+        int e = c0 + 2 * lane;
+        bool in = e < p2;
+        T x0 = in ? s[e] : T(0), x1 = in ? s[e + 1] : T(0); /* lanes past p2 hold fillers (never paired with real ones) */
+        for (int size = size_lo; size <= size_hi; size <<= 1) {
+            bool up = (e & size) == 0;
+            for (int stride = size == size_lo ? top : size / 2; stride > 0; stride >>= 1) {
+                if (stride == 1) {
+                    if ((x0 > x1) == up) {
+                        T t = x0;
+                        x0 = x1;
+                        x1 = t;
+                    }
+                } else {
+                    T y0 = gpu_shfl_xor_any(x0, stride / 2), y1 = gpu_shfl_xor_any(x1, stride / 2);
+                    bool keep_min = ((e & stride) == 0) == up;
+                    x0 = keep_min ? (y0 < x0 ? y0 : x0) : (y0 > x0 ? y0 : x0);
+                    x1 = keep_min ? (y1 < x1 ? y1 : x1) : (y1 > x1 ? y1 : x1);
+                }
+            }
+        }
+        if (in) {
+            s[e] = x0;
+            s[e + 1] = x1;
+        }
+    }
+}
+
+/* Sorts s[0 .. p2) ascending (p2 a power of two) with the whole block. The network is the usual bitonic
+ * one; strides of two waves and more go through shared memory with a barrier each, the shorter ones
+ * run on registers inside each wave (no barriers), which cuts the barriers of a 2048-entry sort from
+ * 66 to 21. */
+template <typename T> GPU_DEV void gpu_bitonic_sort(T *s, int p2)
+{
+    int W = GPU_WARP_SIZE;
+    __syncthreads();
+    if (p2 < 2) return;
+    int first = p2 < 2 * W ? p2 : 2 * W;
+    gpu_bitonic_wave<T>(s, p2, 2, first, 1);
+    __syncthreads();
+    for (int size = 4 * W; size <= p2; size <<= 1) {
+        for (int stride = size / 2; stride >= 2 * W; stride >>= 1) {
+            for (int i = threadIdx.x; i < p2 / 2; i += blockDim.x) {
+                int lo = 2 * stride * (i / stride) + (i % stride), hi = lo + stride;
+                bool up = (lo & size) == 0;
+                T x = s[lo], y = s[hi];
+                if ((x > y) == up) {
+                    s[lo] = y;
+                    s[hi] = x;
+                }
+            }
+            __syncthreads();
+        }
+        gpu_bitonic_wave<T>(s, p2, size, size, W);
+        __syncthreads();
+    }
 }
 
 #endif

@@ -266,11 +266,11 @@ extern "C" dsrt_status dsrt_gpu_indexer_scores(const dsrt_gpu_ctx *c, const dsrt
               ((uintptr_t)a.q.p & 7) == 0 && a.kc.stride[0] % 4 == 0 && ((uintptr_t)a.kc.p & 3) == 0 &&
               c->smem_optin >= IX_SMEM;
     if (tc) {
-        /* enough blocks to fill the device twice over, at least 1024 keys each */
+        /* enough blocks to fill the device twice over, whole chunks of keys each */
         int64_t per = (L * T + 2 * c->sm_count - 1) / (2 * c->sm_count);
-        a.kpb = (per + 1023) / 1024 * 1024;
+        a.kpb = (per + IX_CHUNK - 1) / IX_CHUNK * IX_CHUNK;
         a.quad = a.page % 4 == 0 && a.kc.stride[0] == 132 && ((uintptr_t)a.kc.p & 15) == 0;
-        if (a.kpb < 1024) a.kpb = 1024;
+        if (a.kpb < IX_CHUNK) a.kpb = IX_CHUNK;
         dim3 grid(gpu_blocks(L, (int)a.kpb), (unsigned)T);
         DSRT_TRY(gpu_smem_limit(c, (const void *)k_indexer_tc, IX_SMEM, "indexer_scores"));
         k_indexer_tc<<<grid, 256, IX_SMEM, gpu_stream(c)>>>(a);
@@ -315,20 +315,25 @@ GPU_DEV void topk_load(const float *row, int64_t base, int64_t n, bool vec, uint
     for (int e = 0; e < TK_PER; e++) key[e] = base + e < n ? topk_key(row[base + e]) : 0;
 }
 
-/* Exclusive prefix sum of one int per thread in thread order (blockDim <= 1024); *total gets the sum. */
+/* Exclusive prefix sum of one int per thread in thread order; *total gets the sum. Shuffles inside each
+ * wave, then the waves' totals: two barriers instead of two per doubling step. */
 GPU_DEV int topk_scan(int v, int *sh, int *total)
 {
-    __syncthreads();
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = 1; s < (int)blockDim.x; s *= 2) {
-        int o = (int)threadIdx.x >= s ? sh[threadIdx.x - s] : 0;
-        __syncthreads();
-        sh[threadIdx.x] += o;
-        __syncthreads();
+    int lane = gpu_lane(), w = gpu_warp(), nw = gpu_nwarps(), x = v;
+    for (int o = 1; o < GPU_WARP_SIZE; o <<= 1) {
+        int y = gpu_shfl_i(x, lane >= o ? lane - o : lane);
+        if (lane >= o) x += y;
     }
-    *total = sh[blockDim.x - 1];
-    return sh[threadIdx.x] - v;
+    __syncthreads(); /* the previous scan's readers are done with sh */
+    if (lane == GPU_WARP_SIZE - 1) sh[w] = x;
+    __syncthreads();
+    int before = 0, all = 0;
+    for (int i = 0; i < nw; i++) {
+        if (i < w) before += sh[i];
+        all += sh[i];
+    }
+    *total = all;
+    return before + x - v;
 }
 
 static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_gpu_tensor lens, dsrt_gpu_tensor out,
@@ -462,20 +467,7 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
     __syncthreads();
     cnt = s_cnt < k ? s_cnt : k;
     for (int i = cnt + threadIdx.x; i < p2; i += blockDim.x) sel[i] = ~0ull;
-    __syncthreads();
-    for (int size = 2; size <= p2; size <<= 1)
-        for (int stride = size / 2; stride > 0; stride >>= 1) {
-            for (int i = threadIdx.x; i < p2 / 2; i += blockDim.x) {
-                int lo = 2 * stride * (i / stride) + (i % stride), hi = lo + stride;
-                bool up = (lo & size) == 0;
-                unsigned long long x = sel[lo], y = sel[hi];
-                if ((x > y) == up) {
-                    sel[lo] = y;
-                    sel[hi] = x;
-                }
-            }
-            __syncthreads();
-        }
+    gpu_bitonic_sort<unsigned long long>(sel, p2);
     int32_t *o = (int32_t *)out.p + t * out.stride[0];
     for (int i = threadIdx.x; i < k; i += blockDim.x) o[i] = i < cnt ? (int32_t)(uint32_t)(sel[i] & 0xffffffffu) : -1;
 }

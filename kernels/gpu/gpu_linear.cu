@@ -1,6 +1,6 @@
 /* GPU kernels for the linear ops: a plain-core GEMM that serves every dtype combination (and is the
  * portable path), the official FP8 block-scaled GEMM on tensor cores (dense and grouped: 128-row tiles,
- * and a 16-row form that streams the weights for decode), and the
+ * and an 8/16-row form that streams the weights for decode), and the
  * per-head product of the absorbed MLA. The vendor BLAS (cuBLASLt) handles the common dense cases;
  * the backend chooses (backends/cuda/cuda_linear.c). */
 #include "gpu_common.cuh"
@@ -485,16 +485,16 @@ static __global__ void __launch_bounds__(256, 1) k_fp8_gemm(fp8_args a)
 
 /* ---- FP8 block-scaled GEMM for few rows (decode) ----
  * The 128x128 tiles above do 128 rows of tensor work per weight byte, so at M = 1 they are bound by the
- * tensor rate, not by memory. Here one mma's M (16 rows) is the tile: a block takes 8 weight rows (the
- * mma's N) and 16 activation rows, its warps split the K blocks (warp w takes kb = w, w + warps, ...),
- * and each lane streams 32 bytes of its weight row per K block straight from memory into registers (no
- * shared memory: every weight byte is used once), with the next block's bytes loaded while the current
- * block multiplies. Inside a 128-wide block the K order is permuted the same way for both operands
- * (lane (g, c) holds bytes c*32 .. c*32+31), which leaves each block's dot products unchanged; each
- * block is promoted with sa * sb as above, and the warps' sums are added in warp order at the end. */
+ * tensor rate, not by memory. Here one mma's M (8 or 16 rows, H halves of 8) is the tile: a block takes
+ * 8 weight rows (the mma's N) and its warps split the K blocks (warp w takes kb = w, w + warps, ...).
+ * Every weight byte is used once, so the weights go from memory straight into registers.
+ * Lane (g, c) holds bytes c*16 .. c*16+15 and 64+c*16 .. 64+c*16+15 of row g's 128-byte block, so
+ * each load instruction reads whole 32-byte sectors; the activations are loaded with the same
+ * permutation, which leaves each block's dot products unchanged. Each block is promoted with sa * sb as
+ * above in K order within a warp, and the warps' sums are added in warp order at the end. */
 
-#define FS_ROWS 16
 #define FS_COLS 8
+#define FS_WARPS 16 /* most warps of a block */
 
 #ifdef DSRT_GPU_HAVE_MMA
 GPU_DEV uint4 fs_load(const uint8_t *p, bool ok)
@@ -534,14 +534,14 @@ GPU_DEV void fs_mma(float *part, uint32_t a0x, uint32_t a0y, uint32_t a1x, uint3
 }
 #endif
 
-template <bool NATIVE>
-static __global__ void __launch_bounds__(256) k_fp8_skinny(fp8_args a)
+template <bool NATIVE, int H>
+static __global__ void __launch_bounds__(512) k_fp8_skinny(fp8_args a)
 {
 #ifdef DSRT_GPU_HAVE_MMA
 #if __CUDA_ARCH__ < 890
     if (NATIVE) return;
 #endif
-    __shared__ float red[8][32][4];
+    __shared__ float red[FS_WARPS][32][2 * H];
     int64_t grp = 0, m0, m1;
     if (a.sched) {
         int idx = blockIdx.y;
@@ -550,50 +550,48 @@ static __global__ void __launch_bounds__(256) k_fp8_skinny(fp8_args a)
         m0 = a.sched[2 + 3 * idx];
         m1 = a.sched[3 + 3 * idx];
     } else {
-        m0 = (int64_t)blockIdx.y * FS_ROWS;
-        m1 = m0 + FS_ROWS < a.M ? m0 + FS_ROWS : a.M;
+        m0 = (int64_t)blockIdx.y * 8 * H;
+        m1 = m0 + 8 * H < a.M ? m0 + 8 * H : a.M;
     }
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, cq = lane % 4, warps = blockDim.x / 32;
     int64_t n0 = (int64_t)blockIdx.x * FS_COLS, nkb = a.nkb;
     /* weight row n0 + g (row n0 stands in past N: those columns are not stored) */
-    const uint8_t *wr = (const uint8_t *)a.w.p + grp * a.w_bs + (n0 + g < a.N ? n0 + g : n0) * a.w_rs + cq * 32;
+    const uint8_t *wr = (const uint8_t *)a.w.p + grp * a.w_bs + (n0 + g < a.N ? n0 + g : n0) * a.w_rs + cq * 16;
     int64_t ra = m0 + g, rb = ra + 8;
-    bool ha = ra < m1, hb = rb < m1;
-    const uint8_t *xa = a.q + (ha ? ra : m0) * a.K + cq * 32, *xb = a.q + (hb ? rb : m0) * a.K + cq * 32;
+    bool ha = ra < m1, hb = H == 2 && rb < m1;
+    const uint8_t *xa = a.q + (ha ? ra : m0) * a.K + cq * 16, *xb = a.q + (hb ? rb : m0) * a.K + cq * 16;
     int64_t c0 = n0 + 2 * cq;
     float unscale = NATIVE ? 1.0f : DSRT_FP8_F16_UNSCALE;
     float acc[4] = {0, 0, 0, 0};
-    int64_t kb = warp;
-    bool more = kb < nkb;
-    uint4 w0 = fs_load(wr + kb * 128, more), w1 = fs_load(wr + kb * 128 + 16, more);
-    uint4 a0 = fs_load(xa + kb * 128, more && ha), a1 = fs_load(xa + kb * 128 + 16, more && ha);
-    uint4 b0 = fs_load(xb + kb * 128, more && hb), b1 = fs_load(xb + kb * 128 + 16, more && hb);
-    for (; kb < nkb; kb += warps) {
-        int64_t nk = kb + warps;
-        bool nx = nk < nkb;
-        uint4 nw0 = fs_load(wr + nk * 128, nx), nw1 = fs_load(wr + nk * 128 + 16, nx);
-        uint4 na0 = fs_load(xa + nk * 128, nx && ha), na1 = fs_load(xa + nk * 128 + 16, nx && ha);
-        uint4 nb0 = fs_load(xb + nk * 128, nx && hb), nb1 = fs_load(xb + nk * 128 + 16, nx && hb);
+    for (int64_t kb = warp; kb < nkb; kb += warps) {
+        uint4 w0 = fs_load(wr + kb * 128, true), w1 = fs_load(wr + kb * 128 + 64, true);
+        uint4 a0 = fs_load(xa + kb * 128, ha), a1 = fs_load(xa + kb * 128 + 64, ha);
+        uint4 b0 = make_uint4(0, 0, 0, 0), b1 = b0;
+        if (H == 2) {
+            b0 = fs_load(xb + kb * 128, hb);
+            b1 = fs_load(xb + kb * 128 + 64, hb);
+        }
+        float sb0 = c0 < a.N ? gpu_block_scale(a.w, grp, c0, kb * 128) * unscale : 0.0f;
+        float sb1 = c0 + 1 < a.N ? gpu_block_scale(a.w, grp, c0 + 1, kb * 128) * unscale : 0.0f;
+        float sa0 = ha ? a.qs[ra * nkb + kb] : 0.0f, sa1 = hb ? a.qs[rb * nkb + kb] : 0.0f;
         float part[4] = {0, 0, 0, 0};
         fs_mma<NATIVE>(part, a0.x, a0.y, b0.x, b0.y, w0.x, w0.y);
         fs_mma<NATIVE>(part, a0.z, a0.w, b0.z, b0.w, w0.z, w0.w);
         fs_mma<NATIVE>(part, a1.x, a1.y, b1.x, b1.y, w1.x, w1.y);
         fs_mma<NATIVE>(part, a1.z, a1.w, b1.z, b1.w, w1.z, w1.w);
-        float sb0 = c0 < a.N ? gpu_block_scale(a.w, grp, c0, kb * 128) * unscale : 0.0f;
-        float sb1 = c0 + 1 < a.N ? gpu_block_scale(a.w, grp, c0 + 1, kb * 128) * unscale : 0.0f;
-        float sa0 = ha ? a.qs[ra * nkb + kb] : 0.0f, sa1 = hb ? a.qs[rb * nkb + kb] : 0.0f;
         acc[0] += part[0] * (sa0 * sb0);
         acc[1] += part[1] * (sa0 * sb1);
-        acc[2] += part[2] * (sa1 * sb0);
-        acc[3] += part[3] * (sa1 * sb1);
-        w0 = nw0, w1 = nw1, a0 = na0, a1 = na1, b0 = nb0, b1 = nb1;
+        if (H == 2) {
+            acc[2] += part[2] * (sa1 * sb0);
+            acc[3] += part[3] * (sa1 * sb1);
+        }
     }
 #pragma unroll
-    for (int e = 0; e < 4; e++) red[warp][lane][e] = acc[e];
+    for (int e = 0; e < 2 * H; e++) red[warp][lane][e] = acc[e];
     __syncthreads();
     if (warp != 0) return;
 #pragma unroll
-    for (int e = 0; e < 4; e++) {
+    for (int e = 0; e < 2 * H; e++) {
         float v = red[0][lane][e];
         for (int w = 1; w < warps; w++) v += red[w][lane][e];
         int64_t r = e < 2 ? ra : rb, col = c0 + (e & 1);
@@ -612,23 +610,32 @@ static __global__ void k_split_reduce(const float *part, int splits, int64_t M, 
     gpu_st(y.p, y.dtype, m * y.stride[0] + n, alpha * v);
 }
 
-/* Launches k_fp8_skinny: blocks of 8 weight rows x 16 activation rows (or a schedule tile of a group),
- * as many warps as K blocks up to 8. */
+/* Launches k_fp8_skinny: blocks of 8 weight rows x 8 activation rows (16 when a dense M needs them;
+ * a grouped GEMM's tiles are 8 rows, the schedule splitting larger groups), a warp per K block up to 8
+ * warps, or up to 16 when the blocks are too few to fill the device twice (narrow weights such as the
+ * 576 x 7168 latent projection would otherwise leave most SMs idle). Measured on the H100: more K
+ * blocks in flight per warp (registers) or 16 warps everywhere were slower, as fewer warps fit. */
 static dsrt_status fp8_skinny(const dsrt_gpu_ctx *c, fp8_args *a, const dsrt_gpu_tensor *offsets, bool native,
                               const char *name)
 {
-    unsigned tiles = gpu_blocks(a->M, FS_ROWS);
+    int h = !(offsets && offsets->p) && a->M > 8 ? 2 : 1;
+    unsigned tiles = gpu_blocks(a->M, 8 * h);
     if (offsets && offsets->p) {
         int *sched;
-        DSRT_TRY(group_schedule(c, offsets, (int)a->w.shape[0], a->M, FS_ROWS, &sched, &tiles));
+        DSRT_TRY(group_schedule(c, offsets, (int)a->w.shape[0], a->M, 8 * h, &sched, &tiles));
         a->sched = sched;
     }
     if (tiles > 65535) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: %u row tiles exceed the grid", name, tiles);
-    int warps = a->nkb < 8 ? (int)a->nkb : 8;
-    if (warps < 1) warps = 1;
     dim3 grid(gpu_blocks(a->N, FS_COLS), tiles);
-    if (native) k_fp8_skinny<true><<<grid, 32 * warps, 0, gpu_stream(c)>>>(*a);
-    else k_fp8_skinny<false><<<grid, 32 * warps, 0, gpu_stream(c)>>>(*a);
+    int64_t cap = (int64_t)grid.x * grid.y < 2 * (int64_t)c->sm_count ? FS_WARPS : 8;
+    unsigned threads = 32 * (unsigned)(a->nkb < cap ? (a->nkb < 1 ? 1 : a->nkb) : cap);
+    if (native) {
+        if (h == 2) k_fp8_skinny<true, 2><<<grid, threads, 0, gpu_stream(c)>>>(*a);
+        else k_fp8_skinny<true, 1><<<grid, threads, 0, gpu_stream(c)>>>(*a);
+    } else {
+        if (h == 2) k_fp8_skinny<false, 2><<<grid, threads, 0, gpu_stream(c)>>>(*a);
+        else k_fp8_skinny<false, 1><<<grid, threads, 0, gpu_stream(c)>>>(*a);
+    }
     GPU_CHECK_LAUNCH(name, "k_fp8_skinny");
     return DSRT_OK;
 }
@@ -660,7 +667,7 @@ extern "C" dsrt_status dsrt_gpu_fp8_gemm_mma(const dsrt_gpu_ctx *c, const uint8_
     /* Few rows (decode; MoE groups of a few rows each): the 16-row kernel, which streams the weights. */
     int64_t G = offsets && offsets->p ? w->shape[0] : 1;
     const char *sk = getenv(DSRT_GPU_ENV("FP8_SKINNY"));
-    bool skinny = offsets && offsets->p ? M <= 4 * G : M <= FS_ROWS;
+    bool skinny = offsets && offsets->p ? M <= 4 * G : M <= 16;
     if (sk && *sk) skinny = strcmp(sk, "0") != 0; /* DSRT_CUDA_FP8_SKINNY=0|1: never / always (tests) */
     if (skinny) return fp8_skinny(c, &a, offsets, native, name);
     unsigned tiles = gpu_blocks(M, FM_BM);

@@ -963,8 +963,15 @@ START_TEST(t_topk)
     p.op.p.k = 7;
     run2(&p);
     record("topk", "k=7, no lengths", pt_exact(&ix2), 0);
-    pt all[] = {sc, ln, ix, ix2};
-    free_all(all, 4);
+    pt ix3; /* 128 sorted slots: one shared-memory stride, the rest inside waves */
+    pt_out(&ix3, DSRT_I32, 2, SH(T, 100));
+    p.in[1] = &ln;
+    p.out[0] = &ix3;
+    p.op.p.k = 100;
+    run2(&p);
+    record("topk", "k=100 with lengths", pt_exact(&ix3), 0);
+    pt all[] = {sc, ln, ix, ix2, ix3};
+    free_all(all, 5);
 }
 END_TEST
 

@@ -367,16 +367,36 @@ START_TEST(test_device_caps)
 }
 END_TEST
 
-static void run_cmd(const char *env, char *out, size_t len)
+/* Output (stdout and stderr) of `env dsrt ARGS`. */
+static void run_dsrt(const char *env, const char *args, char *out, size_t len)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s/dsrt devices 2>&1", env, DSRT_BINARY_DIR);
+    snprintf(cmd, sizeof cmd, "%s %s/dsrt %s 2>&1", env, DSRT_BINARY_DIR, args);
     FILE *f = popen(cmd, "r");
     ck_assert(f != NULL);
     size_t n = fread(out, 1, len - 1, f);
     out[n] = 0;
     pclose(f);
 }
+
+static void run_cmd(const char *env, char *out, size_t len) { run_dsrt(env, "devices", out, len); }
+
+/* DSRT_OPENCL_PROFILE=1: the kernels a run launched, with their device time, printed at stream release. */
+START_TEST(test_profile)
+{
+    char out[16384];
+    run_dsrt("DSRT_OPENCL_PROFILE=1", "conform --backend opencl:0 --quick --ops rms_norm,topk", out, sizeof out);
+    ck_assert_msg(strstr(out, "opencl profile of a stream on") != NULL, "no profile printed:\n%s", out);
+    const char *t = strstr(out, "  rms_norm "), *k = strstr(out, "  topk ");
+    ck_assert_msg(t && k, "rms_norm and topk missing from the profile:\n%s", out);
+    long calls = 0;
+    double total = -1, mean = -1;
+    ck_assert_msg(sscanf(t, " rms_norm %ld %lf %lf", &calls, &total, &mean) == 3 && calls > 0 && total > 0 && mean > 0,
+                  "bad profile line: %.80s", t);
+    run_dsrt("", "conform --backend opencl:0 --quick --ops rms_norm", out, sizeof out);
+    ck_assert_msg(strstr(out, "opencl profile") == NULL, "profile printed without DSRT_OPENCL_PROFILE:\n%s", out);
+}
+END_TEST
 
 START_TEST(test_selection_and_errors)
 {
@@ -1200,6 +1220,7 @@ static Suite *suite(void)
     Suite *s = suite_create("opencl");
     add(s, "device_caps", test_device_caps);
     add(s, "selection_and_errors", test_selection_and_errors);
+    add(s, "profile", test_profile);
     add(s, "kernel_cache", test_kernel_cache);
     add(s, "streams_events", test_streams_events);
     add(s, "convert", test_convert);

@@ -14,7 +14,7 @@
 static void conform_usage(FILE *f)
 {
     fprintf(f,
-            "usage: dsrt conform --backend NAME [--device N] [--ops PATTERN] [--report FILE.json]\n"
+            "usage: dsrt conform --backend NAME[:N] [--device N] [--ops PATTERN] [--report FILE.json]\n"
             "                    [--html FILE.html] [--seed S] [--quick] [--budget-mb MB]\n"
             "                    [--reference NAME[:N]] [--golden DIR] [--backend-plugin FILE]... [--list] [--verbose]\n"
             "\n"
@@ -24,7 +24,7 @@ static void conform_usage(FILE *f)
             "Each case also runs twice on the target (identical bytes) and between guard bytes (memory safety).\n"
             "Ops the backend does not support are skipped with its reason. Exit status 0 when nothing fails.\n"
             "\n"
-            "  --backend NAME         backend under test (dsrt devices lists them)\n"
+            "  --backend NAME[:N]     backend under test (dsrt devices lists them); NAME:N = device N\n"
             "  --device N             its device index (default 0)\n"
             "  --ops PATTERN          comma-separated globs over op names and case ids, e.g. 'linear*,topk'\n"
             "  --report FILE.json     machine-readable report (schema version %d)\n"
@@ -173,6 +173,25 @@ int dsrt_cmd_conform(int argc, char **argv)
     if (!opt.backend) {
         rc = conform_bad("%s", "--backend NAME is required");
         goto done;
+    }
+    /* --backend NAME:N (as dsrt bench and dsrt devices spell a device) means --device N */
+    char bname[64];
+    const char *colon = strchr(opt.backend, ':');
+    if (colon) {
+        bool dev_given = opt.device != 0;
+        long long n;
+        if (!parse_long(colon + 1, 0, 1 << 20, &n) || colon == opt.backend ||
+            (size_t)(colon - opt.backend) >= sizeof bname) {
+            rc = conform_bad("bad --backend '%s' (expected NAME or NAME:DEVICE)", opt.backend);
+            goto done;
+        }
+        if (dev_given && opt.device != (int)n) {
+            rc = conform_bad("--backend '%s' and --device name different devices", opt.backend);
+            goto done;
+        }
+        snprintf(bname, sizeof bname, "%.*s", (int)(colon - opt.backend), opt.backend);
+        opt.backend = bname;
+        opt.device = (int)n;
     }
     /* Report paths are checked before the run, not after it. */
     const char *outs[2] = {report, html};
