@@ -76,6 +76,16 @@ static dsrt_status group_schedule(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *
     return DSRT_OK;
 }
 
+/* The (group, row range) of schedule tile idx; false past the tiles the schedule made. */
+GPU_DEV bool sched_tile(const int *sched, int idx, int64_t *grp, int64_t *m0, int64_t *m1)
+{
+    if (idx >= sched[0]) return false;
+    *grp = sched[1 + 3 * idx];
+    *m0 = sched[2 + 3 * idx];
+    *m1 = sched[3 + 3 * idx];
+    return true;
+}
+
 /* ---- plain-core GEMM: C[b][m][n] = alpha * sum_k A[b][m][k] B[b][n][k], fp32 products ---- */
 
 typedef struct gemm_args {
@@ -108,11 +118,7 @@ static __global__ void __launch_bounds__(256) k_gemm_simt(gemm_args g)
     __shared__ float Bs[SG_K][SG_N + 1];
     int64_t grp, m0, m1;
     if (g.sched) {
-        int idx = blockIdx.y;
-        if (idx >= g.sched[0]) return;
-        grp = g.sched[1 + 3 * idx];
-        m0 = g.sched[2 + 3 * idx];
-        m1 = g.sched[3 + 3 * idx];
+        if (!sched_tile(g.sched, (int)blockIdx.y, &grp, &m0, &m1)) return;
     } else {
         grp = blockIdx.z;
         m0 = (int64_t)blockIdx.y * SG_M;
@@ -345,11 +351,7 @@ static __global__ void __launch_bounds__(256, 1) k_fp8_gemm(fp8_args a)
     extern __shared__ __align__(128) uint8_t fm_smem[];
     int64_t grp, m0, m1;
     if (a.sched) {
-        int idx = blockIdx.y;
-        if (idx >= a.sched[0]) return;
-        grp = a.sched[1 + 3 * idx];
-        m0 = a.sched[2 + 3 * idx];
-        m1 = a.sched[3 + 3 * idx];
+        if (!sched_tile(a.sched, (int)blockIdx.y, &grp, &m0, &m1)) return;
     } else {
         grp = 0;
         m0 = (int64_t)blockIdx.y * FM_BM;
@@ -503,6 +505,14 @@ GPU_DEV uint4 fs_load(const uint8_t *p, bool ok)
     return ok ? *(const uint4 *)p : z;
 }
 
+/* The f16 form of 16 K positions: A rows g, g+8 (4 e4m3 bytes each) x B (4 bytes). */
+GPU_DEV void fs_mma_f16(float *part, uint32_t a0, uint32_t a1, uint32_t b)
+{
+    uint32_t af[4] = {gpu_e4m3x2_lo_f16(a0), gpu_e4m3x2_lo_f16(a1), gpu_e4m3x2_hi_f16(a0), gpu_e4m3x2_hi_f16(a1)};
+    uint32_t bf[2] = {gpu_e4m3x2_lo_f16(b), gpu_e4m3x2_hi_f16(b)};
+    gpu_mma_f16(part, af, bf);
+}
+
 /* part += A(rows g, g+8; 8 bytes each) x B(8 bytes) over 32 K positions. */
 template <bool NATIVE>
 GPU_DEV void fs_mma(float *part, uint32_t a0x, uint32_t a0y, uint32_t a1x, uint32_t a1y, uint32_t bx, uint32_t by)
@@ -515,21 +525,8 @@ GPU_DEV void fs_mma(float *part, uint32_t a0x, uint32_t a0y, uint32_t a1x, uint3
                      : "r"(a0x), "r"(a1x), "r"(a0y), "r"(a1y), "r"(bx), "r"(by));
 #endif
     } else {
-        uint32_t af[4], bf[2];
-        af[0] = gpu_e4m3x2_lo_f16(a0x);
-        af[1] = gpu_e4m3x2_lo_f16(a1x);
-        af[2] = gpu_e4m3x2_hi_f16(a0x);
-        af[3] = gpu_e4m3x2_hi_f16(a1x);
-        bf[0] = gpu_e4m3x2_lo_f16(bx);
-        bf[1] = gpu_e4m3x2_hi_f16(bx);
-        gpu_mma_f16(part, af, bf);
-        af[0] = gpu_e4m3x2_lo_f16(a0y);
-        af[1] = gpu_e4m3x2_lo_f16(a1y);
-        af[2] = gpu_e4m3x2_hi_f16(a0y);
-        af[3] = gpu_e4m3x2_hi_f16(a1y);
-        bf[0] = gpu_e4m3x2_lo_f16(by);
-        bf[1] = gpu_e4m3x2_hi_f16(by);
-        gpu_mma_f16(part, af, bf);
+        fs_mma_f16(part, a0x, a1x, bx);
+        fs_mma_f16(part, a0y, a1y, by);
     }
 }
 #endif
@@ -544,11 +541,7 @@ static __global__ void __launch_bounds__(512) k_fp8_skinny(fp8_args a)
     __shared__ float red[FS_WARPS][32][2 * H];
     int64_t grp = 0, m0, m1;
     if (a.sched) {
-        int idx = blockIdx.y;
-        if (idx >= a.sched[0]) return;
-        grp = a.sched[1 + 3 * idx];
-        m0 = a.sched[2 + 3 * idx];
-        m1 = a.sched[3 + 3 * idx];
+        if (!sched_tile(a.sched, (int)blockIdx.y, &grp, &m0, &m1)) return;
     } else {
         m0 = (int64_t)blockIdx.y * 8 * H;
         m1 = m0 + 8 * H < a.M ? m0 + 8 * H : a.M;
