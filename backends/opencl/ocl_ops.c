@@ -1436,7 +1436,9 @@ static dsrt_status op_moe_combine(dsrt_ocl_stream *s, const dsrt_op *op)
     ka_i64(&a, H);
     ka_i32(&a, k);
     ka_local(&a, (size_t)k * 4);
-    size_t L = (size_t)wg_of(s), g[2] = {L, (size_t)T}, l[2] = {L, 1};
+    ka_local(&a, (size_t)k * 4);
+    ka_local(&a, (size_t)k * 4);
+    size_t L = (size_t)wg_of(s), g[2] = {round_up((size_t)H, L), (size_t)T}, l[2] = {L, 1};
     return dsrt_launch(s, DSRT_OCL_K_moe_combine, &a, 2, g, l);
 }
 

@@ -126,22 +126,71 @@ DEV void decode_stage(int rope, long c0, long width, long t, long h_begin, long 
                       __local float *ql, __local float *kl)
 {
     int lid = get_local_id(0), L = get_local_size(0);
-    for (long i = lid; i < nh * DC; i += L) {
-        long hl = i / DC, d = i % DC;
-        ql[hl * (DC + 4) + d] = d < width ? ldf(qb, qdt, t * qs0 + (h_begin + hl) * qs1 + c0 + d) : 0.0f;
-    }
     long nb = (Dc + 127) / 128;
-    for (long i = lid; i < (long)TJ * DC; i += L) {
-        long j = i / DC, d = i % DC;
-        float v = 0.0f;
-        if (j < nrows && d < width && rows[j] >= 0) {
-            __global const uchar *row = cb + (long)rows[j] * cs0 * (fp8 ? 1 : dt_size(cdt));
-            long e = c0 + d; /* element within its part */
-            if (!fp8) v = ldf(row, cdt, rope ? Dc + e : e);
-            else if (!rope) v = e4m3_to_f32(row[e]) * ld_f32_bytes(row + Dc + 4 * (e / 128));
-            else v = ld_bf16_bytes(row + Dc + 4 * nb + 2 * e);
+    /* The model's case (bf16 queries, FP8 cache, whole chunks) loads 4 dims at a time, 4 loads per
+     * thread issued before any is used: loads taken one latency at a time made this staging, not the
+     * dot products, the kernel's cost (0.4 ms a call on the H100). */
+    if (qdt == DT_BF16 && fp8 && width == DC) {
+        __global const ushort *q16 = (__global const ushort *)qb;
+        int nq = (int)nh * (DC / 4), nk = TJ * (DC / 4);
+        for (int v0 = lid; v0 < nq; v0 += 4 * L) {
+            ushort4 r[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                int v = v0 + u * L;
+                r[u] = v < nq ? vload4(0, q16 + t * qs0 + (h_begin + v / (DC / 4)) * qs1 + c0 + 4 * (v % (DC / 4)))
+                              : (ushort4)(0);
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                int v = v0 + u * L;
+                if (v < nq)
+                    vstore4((float4)(bf16_to_f32(r[u].x), bf16_to_f32(r[u].y), bf16_to_f32(r[u].z), bf16_to_f32(r[u].w)), 0,
+                            ql + (v / (DC / 4)) * (DC + 4) + 4 * (v % (DC / 4)));
+            }
         }
-        kl[j * (DC + 4) + d] = v;
+        for (int v0 = lid; v0 < nk; v0 += 4 * L) {
+            float4 x[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                int v = v0 + u * L, j = v / (DC / 4);
+                long e = c0 + 4 * (v % (DC / 4)); /* element within its part */
+                x[u] = (float4)(0.0f);
+                if (v < nk && j < nrows && rows[j] >= 0) {
+                    __global const uchar *row = cb + (long)rows[j] * cs0;
+                    if (!rope) {
+                        uchar4 b = vload4(0, row + e);
+                        float sc = ld_f32_bytes(row + Dc + 4 * (e / 128));
+                        x[u] = (float4)(e4m3_to_f32(b.x), e4m3_to_f32(b.y), e4m3_to_f32(b.z), e4m3_to_f32(b.w)) * sc;
+                    } else {
+                        ushort4 h = vload4(0, (__global const ushort *)(row + Dc + 4 * nb) + e);
+                        x[u] = (float4)(bf16_to_f32(h.x), bf16_to_f32(h.y), bf16_to_f32(h.z), bf16_to_f32(h.w));
+                    }
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                int v = v0 + u * L;
+                if (v < nk) vstore4(x[u], 0, kl + (v / (DC / 4)) * (DC + 4) + 4 * (v % (DC / 4)));
+            }
+        }
+    } else {
+        for (long i = lid; i < nh * DC; i += L) {
+            long hl = i / DC, d = i % DC;
+            ql[hl * (DC + 4) + d] = d < width ? ldf(qb, qdt, t * qs0 + (h_begin + hl) * qs1 + c0 + d) : 0.0f;
+        }
+        for (long i = lid; i < (long)TJ * DC; i += L) {
+            long j = i / DC, d = i % DC;
+            float v = 0.0f;
+            if (j < nrows && d < width && rows[j] >= 0) {
+                __global const uchar *row = cb + (long)rows[j] * cs0 * (fp8 ? 1 : dt_size(cdt));
+                long e = c0 + d; /* element within its part */
+                if (!fp8) v = ldf(row, cdt, rope ? Dc + e : e);
+                else if (!rope) v = e4m3_to_f32(row[e]) * ld_f32_bytes(row + Dc + 4 * (e / 128));
+                else v = ld_bf16_bytes(row + Dc + 4 * nb + 2 * e);
+            }
+            kl[j * (DC + 4) + d] = v;
+        }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 }

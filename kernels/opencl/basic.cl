@@ -55,18 +55,31 @@ __kernel void rms_norm(__global const uchar *xb, ulong xo, int xdt, long xs0,
     int lid = get_local_id(0), L = get_local_size(0);
     __global float *s = tmp + m * D;
     float acc = 0.0f;
-    for (long i = lid; i < D; i += L) {
-        float v = ldf(xb + xo, xdt, m * xs0 + i);
-        if (has_res) {
-            v += ldf(rb + ro, rdt, m * rs0 + i);
-            stf(ob + oo, odt, m * os0 + i, v);
+    for (long i0 = lid; i0 < D; i0 += 4 * L) { /* same order as one element at a time, 4 loads in flight */
+        float v[4], rv[4];
+        ldf4_row(xb + xo, xdt, m * xs0, i0, L, D, v);
+        if (has_res) ldf4_row(rb + ro, rdt, m * rs0, i0, L, D, rv);
+        for (int u = 0; u < 4; u++) {
+            long i = i0 + u * L;
+            if (i >= D) break;
+            if (has_res) {
+                v[u] += rv[u];
+                stf(ob + oo, odt, m * os0 + i, v[u]);
+            }
+            s[i] = v[u];
+            acc += v[u] * v[u];
         }
-        s[i] = v;
-        acc += v * v;
     }
     float ss = wg_sum(acc, red);
     float r = 1.0f / sqrt(ss / (float)D + eps);
-    for (long i = lid; i < D; i += L) stf(yb + yo, ydt, m * ys0 + i, ldf(wb + wo, wdt, i) * (s[i] * r));
+    for (long i0 = lid; i0 < D; i0 += 4 * L) {
+        float g[4];
+        ldf4_row(wb + wo, wdt, 0, i0, L, D, g);
+        for (int u = 0; u < 4; u++) {
+            long i = i0 + u * L;
+            if (i < D) stf(yb + yo, ydt, m * ys0 + i, g[u] * (s[i] * r));
+        }
+    }
 }
 
 /* LayerNorm with bias, one work group per row; biased variance, two passes like the CPU. */

@@ -159,6 +159,30 @@ DEV float ldf(__global const uchar *p, int dt, long i)
     return NAN;
 }
 
+/* v[u] = element idx[u] (0 where idx[u] < 0), u < 4. The dtype switch sits outside the loads so the
+ * four issue together: a decode row is one work group's work, and loads taken one latency at a time
+ * (ldf in a loop) leave such a kernel waiting on memory. */
+DEV void ldf4(__global const uchar *p, int dt, const long *idx, float *v)
+{
+    if (dt == DT_F32) {
+        __global const float *q = (__global const float *)p;
+        for (int u = 0; u < 4; u++) v[u] = idx[u] >= 0 ? q[idx[u]] : 0.0f;
+    } else if (dt == DT_BF16) {
+        __global const ushort *q = (__global const ushort *)p;
+        for (int u = 0; u < 4; u++) v[u] = idx[u] >= 0 ? bf16_to_f32(q[idx[u]]) : 0.0f;
+    } else {
+        for (int u = 0; u < 4; u++) v[u] = idx[u] >= 0 ? ldf(p, dt, idx[u]) : 0.0f;
+    }
+}
+
+/* ldf4 of elements base + i0 + u * step of a row of length n (0 past it). */
+DEV void ldf4_row(__global const uchar *p, int dt, long base, long i0, long step, long n, float *v)
+{
+    long idx[4];
+    for (int u = 0; u < 4; u++) idx[u] = i0 + u * step < n ? base + i0 + u * step : -1;
+    ldf4(p, dt, idx, v);
+}
+
 DEV void stf(__global uchar *p, int dt, long i, float v)
 {
     switch (dt) {

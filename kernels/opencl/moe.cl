@@ -167,13 +167,15 @@ __kernel void moe_combine(__global const uchar *yb_, ulong ypo, int ypdt, long y
                           __global const uchar *idb, ulong ido, long ids0, long ids1,
                           __global const uchar *wb, ulong wo, long ws0, long ws1,
                           __global const uchar *shb, ulong sho, int shdt, long shs0, int has_sh,
-                          __global uchar *yb, ulong yo, int ydt, long ys0, long H, int k, __local int *order)
+                          __global uchar *yb, ulong yo, int ydt, long ys0, long H, int k, __local int *order,
+                          __local int *rows, __local float *wk)
 {
-    long t = get_group_id(1);
-    int lid = get_local_id(0), L = get_local_size(0);
+    /* Grid: (ceil(H / L) * L, T): a work group per (column block, token), a column per item. */
+    long t = get_group_id(1), c = get_global_id(0);
+    int lid = get_local_id(0);
     __global const int *ids = (__global const int *)(idb + ido), *sr = (__global const int *)(srb + sro);
     __global const float *w = (__global const float *)(wb + wo);
-    if (lid == 0) /* slots in ascending expert id, stable (insertion sort: k is small) */
+    if (lid == 0) { /* slots in ascending expert id, stable (insertion sort: k is small) */
         for (int j = 0; j < k; j++) {
             int i = j, idj = ids[t * ids0 + j * ids1];
             while (i > 0 && ids[t * ids0 + order[i - 1] * ids1] > idj) {
@@ -182,16 +184,23 @@ __kernel void moe_combine(__global const uchar *yb_, ulong ypo, int ypdt, long y
             }
             order[i] = j;
         }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (long c = lid; c < H; c += L) {
-        float acc = 0.0f;
         for (int a = 0; a < k; a++) {
-            int j = order[a];
-            int r = sr[t * srs0 + j * srs1];
-            if (r < 0 || r >= R) continue;
-            acc += ldf(yb_ + ypo, ypdt, (long)r * yps0 + c) * w[t * ws0 + j * ws1];
+            int j = order[a], r = sr[t * srs0 + j * srs1];
+            rows[a] = (r < 0 || r >= R) ? -1 : r;
+            wk[a] = w[t * ws0 + j * ws1];
         }
-        if (has_sh) acc += ldf(shb + sho, shdt, t * shs0 + c);
-        stf(yb + yo, ydt, t * ys0 + c, acc);
     }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (c >= H) return;
+    float acc = 0.0f;
+    for (int a0 = 0; a0 < k; a0 += 4) { /* the slots' rows 4 at a time, added in slot order */
+        long idx[4];
+        float v[4];
+        for (int u = 0; u < 4; u++) idx[u] = a0 + u < k && rows[a0 + u] >= 0 ? (long)rows[a0 + u] * yps0 + c : -1;
+        ldf4(yb_ + ypo, ypdt, idx, v);
+        for (int u = 0; u < 4; u++)
+            if (idx[u] >= 0) acc += v[u] * wk[a0 + u];
+    }
+    if (has_sh) acc += ldf(shb + sho, shdt, t * shs0 + c);
+    stf(yb + yo, ydt, t * ys0 + c, acc);
 }
