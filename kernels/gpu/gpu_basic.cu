@@ -289,19 +289,50 @@ static unsigned gpu_wave_blocks(const dsrt_gpu_ctx *c, int64_t items)
     return b < 65535u * 16u ? b : 65535u * 16u;
 }
 
+/* One wave quantizes a block of n <= 4 x wave-width elements (x elements off .. off+n-1 to codes
+ * q[0 .. n-1]); returns the block's scale. The loads are issued together and the values kept in
+ * registers for the second pass: these kernels run once per GEMV of a decode step, where a few
+ * dependent loads are their whole cost. */
+GPU_DEV float gpu_wave_quant_block(const dsrt_gpu_tensor &x, int64_t off, int64_t n, int pow2, uint8_t *q)
+{
+    int64_t idx[4];
+    float v[4];
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        int64_t k = gpu_lane() + (int64_t)u * GPU_WARP_SIZE;
+        idx[u] = k < n ? off + k : -1;
+    }
+    gpu_ld_n<4>(x.p, x.dtype, idx, v);
+    float amax = 0;
+#pragma unroll
+    for (int u = 0; u < 4; u++)
+        if (idx[u] >= 0) amax = fmaxf(amax, fabsf(v[u]));
+    amax = gpu_warp_max(amax);
+    float s = gpu_act_scale(amax, pow2 != 0);
+#pragma unroll
+    for (int u = 0; u < 4; u++)
+        if (idx[u] >= 0) q[gpu_lane() + u * GPU_WARP_SIZE] = gpu_quant_e4m3(v[u], s);
+    return s;
+}
+
 static __global__ void k_act_quant(dsrt_gpu_tensor x, dsrt_gpu_tensor q, int blk, int64_t nb, int64_t total,
                                    int pow2)
 {
     for (int64_t item = gpu_wave_id(); item < total; item += gpu_wave_count()) { /* uniform per wave */
         int64_t m = item / nb, b = item % nb, K = x.shape[1];
         int64_t k0 = b * blk, k1 = k0 + blk < K ? k0 + blk : K;
-        float amax = 0;
-        for (int64_t k = k0 + gpu_lane(); k < k1; k += GPU_WARP_SIZE)
-            amax = fmaxf(amax, fabsf(gpu_ld(x.p, x.dtype, m * x.stride[0] + k)));
-        amax = gpu_warp_max(amax);
-        float s = gpu_act_scale(amax, pow2 != 0);
-        for (int64_t k = k0 + gpu_lane(); k < k1; k += GPU_WARP_SIZE)
-            ((uint8_t *)q.p)[m * q.stride[0] + k] = gpu_quant_e4m3(gpu_ld(x.p, x.dtype, m * x.stride[0] + k), s);
+        float s;
+        if (k1 - k0 <= 4 * GPU_WARP_SIZE) {
+            s = gpu_wave_quant_block(x, m * x.stride[0] + k0, k1 - k0, pow2, (uint8_t *)q.p + m * q.stride[0] + k0);
+        } else {
+            float amax = 0;
+            for (int64_t k = k0 + gpu_lane(); k < k1; k += GPU_WARP_SIZE)
+                amax = fmaxf(amax, fabsf(gpu_ld(x.p, x.dtype, m * x.stride[0] + k)));
+            amax = gpu_warp_max(amax);
+            s = gpu_act_scale(amax, pow2 != 0);
+            for (int64_t k = k0 + gpu_lane(); k < k1; k += GPU_WARP_SIZE)
+                ((uint8_t *)q.p)[m * q.stride[0] + k] = gpu_quant_e4m3(gpu_ld(x.p, x.dtype, m * x.stride[0] + k), s);
+        }
         if (gpu_lane() == 0) {
             int64_t si = m * q.sstride[0] + b * q.sstride[1];
             if (q.sdtype == DSRT_UE8M0) ((uint8_t *)q.sp)[si] = gpu_f32_to_ue8m0(s);
@@ -328,13 +359,7 @@ static __global__ void k_quantize_act(dsrt_gpu_tensor x, uint8_t *q, float *scal
 {
     for (int64_t item = gpu_wave_id(); item < total; item += gpu_wave_count()) {
         int64_t m = item / nb, b = item % nb, K = x.shape[1];
-        float amax = 0;
-        for (int k = gpu_lane(); k < 128; k += GPU_WARP_SIZE)
-            amax = fmaxf(amax, fabsf(gpu_ld(x.p, x.dtype, m * x.stride[0] + b * 128 + k)));
-        amax = gpu_warp_max(amax);
-        float s = gpu_act_scale(amax, pow2 != 0);
-        for (int k = gpu_lane(); k < 128; k += GPU_WARP_SIZE)
-            q[m * K + b * 128 + k] = gpu_quant_e4m3(gpu_ld(x.p, x.dtype, m * x.stride[0] + b * 128 + k), s);
+        float s = gpu_wave_quant_block(x, m * x.stride[0] + b * 128, 128, pow2, q + m * K + b * 128);
         if (gpu_lane() == 0) scales[m * s_m + b * s_kb] = s;
     }
 }
