@@ -103,6 +103,15 @@ else
   bad "bench side by side: $(cat bench2.txt)"
 fi
 
+# 8. op benchmark on a device that reports no peak bandwidth: fractions of a measured copy bandwidth
+if "$dsrt" bench --ops "topk2048 T1 " --backend cpu >bench3.txt 2>&1 &&
+  grep -qE "^peaks: memory [1-9][0-9]* GB/s \(measured device copy" bench3.txt &&
+  grep -qE "^topk2048 T1 .* [0-9.]+% " bench3.txt; then
+  ok "bench --ops fractions: $(grep -E '^(peaks|topk2048 T1 )' bench3.txt | tr -s ' ' | tr '\n' ';')"
+else
+  bad "bench --ops fractions: $(cat bench3.txt)"
+fi
+
 echo
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -13,7 +13,9 @@
  * read memory, not cache. Each case: 3 warm-up calls, then 7 timed batches (the batch size chosen so a
  * batch takes about 20 ms), each ended by a stream sync and timed with the host clock; the median
  * batch is reported. Cases the device cannot run are listed with the reason. On a CPU device the
- * sizes are scaled down (and marked). Returns 0, or 1 after printing an error. */
-int dsrt_bench_ops(dsrt_device *dev, const char *filter, FILE *out);
+ * sizes are scaled down (and marked). A device that reports no peak bandwidth (OpenCL devices) is
+ * measured against `measured_gbs` instead when it is > 0 (the caller's device-copy probe), and the
+ * peaks line says so. Returns 0, or 1 after printing an error. */
+int dsrt_bench_ops(dsrt_device *dev, const char *filter, double measured_gbs, FILE *out);
 
 #endif

@@ -290,7 +290,16 @@ int dsrt_cmd_bench(int argc, char **argv)
         dsrt_device *dev = NULL;
         dsrt_status ost = dsrt_device_open_by_name(backend, &dev);
         if (ost) return dsrt_cli_fail("bench", ost);
-        int orc = dsrt_bench_ops(dev, ops, stdout);
+        double measured = 0, peak = 0;
+        if (dsrt_device_get_caps(dev)->peak_mem_gbs <= 0) { /* fractions of something real, not "-" */
+            ost = measure_bandwidth(backend, &measured, &peak);
+            if (ost) {
+                fprintf(stderr, "dsrt bench: warning: no bandwidth measured (%s)\n", dsrt_status_message(ost));
+                dsrt_status_free(ost);
+                measured = 0;
+            }
+        }
+        int orc = dsrt_bench_ops(dev, ops, measured, stdout);
         dsrt_device_release(dev);
         return orc;
     }
