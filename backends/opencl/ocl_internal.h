@@ -130,6 +130,7 @@ typedef struct dsrt_ocl_stream {
     /* DSRT_OPENCL_PROFILE=1: each kernel's device time from its event, summed per kernel and printed
      * to stderr when the stream is released (which kernel is slow on a new device) */
     bool profile;
+    bool trace; /* DSRT_OPENCL_TRACE=1: each launch printed (and flushed) to stderr before it is enqueued */
     cl_event *prof_ev;
     dsrt_ocl_kernel_id *prof_id;
     int prof_n, prof_cap;

@@ -112,6 +112,11 @@ static dsrt_status dsrt_launch(dsrt_ocl_stream *s, dsrt_ocl_kernel_id id, dsrt_k
         return dsrt_ocl_fail(a->err, "setting argument %u of kernel '%s'", a->bad, dsrt_ocl_kernel_names[id]);
     for (cl_uint d = 0; d < dims; d++)
         if (global[d] == 0) return DSRT_OK; /* nothing to do */
+    if (s->trace) { /* DSRT_OPENCL_TRACE=1: which kernel a driver crashed or hung on */
+        fprintf(stderr, "dsrt opencl: launch %s global %zu x %zu local %zu\n", dsrt_ocl_kernel_names[id], global[0],
+                dims > 1 ? global[1] : (size_t)1, local ? local[0] : (size_t)0);
+        fflush(stderr);
+    }
     cl_event ev = NULL;
     cl_int err = clEnqueueNDRangeKernel(s->q, a->k, dims, NULL, global, local, 0, NULL, s->profile ? &ev : NULL);
     if (err != CL_SUCCESS) return dsrt_ocl_fail(err, "launching kernel '%s'", dsrt_ocl_kernel_names[id]);

@@ -109,7 +109,8 @@ static void dsrt_cache_identity(const dsrt_ocl_device *d, const char *options, c
              d->info->platform_version, options);
 }
 
-static cl_program dsrt_cache_load(dsrt_ocl_device *d, const char *path, const char *identity, uint64_t key)
+static cl_program dsrt_cache_load(dsrt_ocl_device *d, const char *path, const char *identity, uint64_t key,
+                                  const char *options)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -138,7 +139,8 @@ static cl_program dsrt_cache_load(dsrt_ocl_device *d, const char *path, const ch
         prog = NULL;
         goto done;
     }
-    if (clBuildProgram(prog, 1, &d->info->device, NULL, NULL, NULL) != CL_SUCCESS) {
+    /* the source build's options again: a driver may finish compiling a binary at this point */
+    if (clBuildProgram(prog, 1, &d->info->device, options, NULL, NULL) != CL_SUCCESS) {
         clReleaseProgram(prog);
         prog = NULL;
     }
@@ -200,7 +202,7 @@ dsrt_status dsrt_ocl_build_program(dsrt_ocl_device *d)
     bool cache = dsrt_cache_dir(dir, sizeof dir);
     if (cache) {
         snprintf(d->cache_path, sizeof d->cache_path, "%s/%016llx.clbin", dir, (unsigned long long)key);
-        d->program = dsrt_cache_load(d, d->cache_path, identity, key);
+        d->program = dsrt_cache_load(d, d->cache_path, identity, key, options);
     }
     d->from_cache = d->program != NULL;
     if (!d->program) {

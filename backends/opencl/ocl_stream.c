@@ -18,6 +18,8 @@ dsrt_status dsrt_ocl_stream_create(void *dctx, void **sctx)
     cl_int err;
     const char *prof = getenv("DSRT_OPENCL_PROFILE");
     s->profile = prof && strcmp(prof, "1") == 0;
+    const char *trace = getenv("DSRT_OPENCL_TRACE");
+    s->trace = trace && strcmp(trace, "1") == 0;
     s->q = clCreateCommandQueue(d->ctx, d->info->device, s->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &err);
     if (!s->q) {
         free(s);

@@ -61,13 +61,14 @@ __kernel void rms_norm(__global const uchar *xb, ulong xo, int xdt, long xs0,
         if (has_res) ldf4_row(rb + ro, rdt, m * rs0, i0, L, D, rv);
         for (int u = 0; u < 4; u++) {
             long i = i0 + u * L;
-            if (i >= D) break;
-            if (has_res) {
-                v[u] += rv[u];
-                stf(ob + oo, odt, m * os0 + i, v[u]);
+            if (i < D) {
+                if (has_res) {
+                    v[u] += rv[u];
+                    stf(ob + oo, odt, m * os0 + i, v[u]);
+                }
+                s[i] = v[u];
+                acc += v[u] * v[u];
             }
-            s[i] = v[u];
-            acc += v[u] * v[u];
         }
     }
     float ss = wg_sum(acc, red);

@@ -191,16 +191,17 @@ __kernel void moe_combine(__global const uchar *yb_, ulong ypo, int ypdt, long y
         }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (c >= H) return;
-    float acc = 0.0f;
-    for (int a0 = 0; a0 < k; a0 += 4) { /* the slots' rows 4 at a time, added in slot order */
-        long idx[4];
-        float v[4];
-        for (int u = 0; u < 4; u++) idx[u] = a0 + u < k && rows[a0 + u] >= 0 ? (long)rows[a0 + u] * yps0 + c : -1;
-        ldf4(yb_ + ypo, ypdt, idx, v);
-        for (int u = 0; u < 4; u++)
-            if (idx[u] >= 0) acc += v[u] * wk[a0 + u];
+    if (c < H) { /* no early return: PoCL 5's work-group compiler asserts on one after a barrier */
+        float acc = 0.0f;
+        for (int a0 = 0; a0 < k; a0 += 4) { /* the slots' rows 4 at a time, added in slot order */
+            long idx[4];
+            float v[4];
+            for (int u = 0; u < 4; u++) idx[u] = a0 + u < k && rows[a0 + u] >= 0 ? (long)rows[a0 + u] * yps0 + c : -1;
+            ldf4(yb_ + ypo, ypdt, idx, v);
+            for (int u = 0; u < 4; u++)
+                if (idx[u] >= 0) acc += v[u] * wk[a0 + u];
+        }
+        if (has_sh) acc += ldf(shb + sho, shdt, t * shs0 + c);
+        stf(yb + yo, ydt, t * ys0 + c, acc);
     }
-    if (has_sh) acc += ldf(shb + sho, shdt, t * shs0 + c);
-    stf(yb + yo, ydt, t * ys0 + c, acc);
 }

@@ -381,7 +381,8 @@ static void run_dsrt(const char *env, const char *args, char *out, size_t len)
 
 static void run_cmd(const char *env, char *out, size_t len) { run_dsrt(env, "devices", out, len); }
 
-/* DSRT_OPENCL_PROFILE=1: the kernels a run launched, with their device time, printed at stream release. */
+/* DSRT_OPENCL_PROFILE=1: the kernels a run launched, with their device time, printed at stream release;
+ * DSRT_OPENCL_TRACE=1: each launch as it is enqueued. */
 START_TEST(test_profile)
 {
     char out[16384];
@@ -395,6 +396,10 @@ START_TEST(test_profile)
                   "bad profile line: %.80s", t);
     run_dsrt("", "conform --backend opencl:0 --quick --ops rms_norm", out, sizeof out);
     ck_assert_msg(strstr(out, "opencl profile") == NULL, "profile printed without DSRT_OPENCL_PROFILE:\n%s", out);
+    ck_assert_msg(strstr(out, "dsrt opencl: launch") == NULL, "launches printed without DSRT_OPENCL_TRACE:\n%s", out);
+    /* DSRT_OPENCL_TRACE=1: each launch named before it is enqueued */
+    run_dsrt("DSRT_OPENCL_TRACE=1", "conform --backend opencl:0 --quick --ops add", out, sizeof out);
+    ck_assert_msg(strstr(out, "dsrt opencl: launch add global ") != NULL, "no launch trace:\n%s", out);
 }
 END_TEST
 
