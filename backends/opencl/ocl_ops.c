@@ -65,6 +65,14 @@ static void ka_tensor(dsrt_kargs *a, const dsrt_tensor *t)
     ka_u64(a, t->buf ? t->offset : 0);
 }
 
+/* A row-major operand as most kernels take it: buffer, byte offset, dtype, row stride. */
+static void ka_rows(dsrt_kargs *a, const dsrt_tensor *t)
+{
+    ka_tensor(a, t);
+    ka_i32(a, t->dtype);
+    ka_i64(a, t->stride[0]);
+}
+
 /* A matrix operand as the kernels see it: a buffer (a tensor's or scratch), a byte offset, a dtype. */
 typedef struct {
     cl_mem mem;
@@ -280,15 +288,11 @@ static dsrt_status op_embed(dsrt_ocl_stream *s, const dsrt_op *op)
     int64_t H = tab->shape[1], T = ids->shape[0];
     dsrt_kargs a;
     DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_embed, &a));
-    ka_tensor(&a, tab);
-    ka_i32(&a, tab->dtype);
-    ka_i64(&a, tab->stride[0]);
+    ka_rows(&a, tab);
     ka_i64(&a, tab->shape[0]);
     ka_tensor(&a, ids);
     ka_i64(&a, ids->stride[0]);
-    ka_tensor(&a, y);
-    ka_i32(&a, y->dtype);
-    ka_i64(&a, y->stride[0]);
+    ka_rows(&a, y);
     ka_i64(&a, H);
     ka_i64(&a, T);
     size_t g[2] = {round_up((size_t)H, 64), (size_t)T}, l[2] = {64, 1};
@@ -303,18 +307,14 @@ static dsrt_status op_rms_norm(dsrt_ocl_stream *s, const dsrt_op *op)
     DSRT_TRY(dsrt_ocl_scratch(s, 0, (size_t)(M * D) * 4, &tmp));
     dsrt_kargs a;
     DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_rms_norm, &a));
-    ka_tensor(&a, x);
-    ka_i32(&a, x->dtype);
-    ka_i64(&a, x->stride[0]);
+    ka_rows(&a, x);
     ka_tensor(&a, w);
     ka_i32(&a, w->dtype);
     ka_tensor(&a, r);
     ka_i32(&a, r->buf ? r->dtype : DSRT_F32);
     ka_i64(&a, r->buf ? r->stride[0] : 0);
     ka_i32(&a, r->buf != NULL);
-    ka_tensor(&a, y);
-    ka_i32(&a, y->dtype);
-    ka_i64(&a, y->stride[0]);
+    ka_rows(&a, y);
     ka_tensor(&a, ro);
     ka_i32(&a, ro->buf ? ro->dtype : DSRT_F32);
     ka_i64(&a, ro->buf ? ro->stride[0] : 0);
@@ -331,16 +331,12 @@ static dsrt_status op_layer_norm(dsrt_ocl_stream *s, const dsrt_op *op)
     int64_t M = x->shape[0], D = x->shape[1];
     dsrt_kargs a;
     DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_layer_norm, &a));
-    ka_tensor(&a, x);
-    ka_i32(&a, x->dtype);
-    ka_i64(&a, x->stride[0]);
+    ka_rows(&a, x);
     ka_tensor(&a, w);
     ka_i32(&a, w->dtype);
     ka_tensor(&a, b);
     ka_i32(&a, b->dtype);
-    ka_tensor(&a, y);
-    ka_i32(&a, y->dtype);
-    ka_i64(&a, y->stride[0]);
+    ka_rows(&a, y);
     ka_i64(&a, D);
     ka_f32(&a, op->p.eps);
     size_t L = (size_t)wg_of(s), g[2] = {L, (size_t)M}, l[2] = {L, 1};
@@ -354,13 +350,9 @@ static dsrt_status op_rope(dsrt_ocl_stream *s, const dsrt_op *op)
     int64_t T = x->shape[0], H = three ? x->shape[1] : 1, R = last_dim(x);
     dsrt_kargs a;
     DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_rope, &a));
-    ka_tensor(&a, x);
-    ka_i32(&a, x->dtype);
-    ka_i64(&a, x->stride[0]);
+    ka_rows(&a, x);
     ka_i64(&a, three ? x->stride[1] : 0);
-    ka_tensor(&a, y);
-    ka_i32(&a, y->dtype);
-    ka_i64(&a, y->stride[0]);
+    ka_rows(&a, y);
     ka_i64(&a, three ? y->stride[1] : 0);
     ka_tensor(&a, pos);
     ka_i64(&a, pos->stride[0]);
@@ -382,15 +374,9 @@ static dsrt_status op_swiglu(dsrt_ocl_stream *s, const dsrt_op *op)
     int64_t M = gt->shape[0], I = gt->shape[1];
     dsrt_kargs a;
     DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_swiglu, &a));
-    ka_tensor(&a, gt);
-    ka_i32(&a, gt->dtype);
-    ka_i64(&a, gt->stride[0]);
-    ka_tensor(&a, u);
-    ka_i32(&a, u->dtype);
-    ka_i64(&a, u->stride[0]);
-    ka_tensor(&a, y);
-    ka_i32(&a, y->dtype);
-    ka_i64(&a, y->stride[0]);
+    ka_rows(&a, gt);
+    ka_rows(&a, u);
+    ka_rows(&a, y);
     ka_i64(&a, I);
     ka_i64(&a, M);
     size_t g[2] = {round_up((size_t)I, 64), (size_t)M}, l[2] = {64, 1};
@@ -429,9 +415,7 @@ static dsrt_status op_act_quant(dsrt_ocl_stream *s, const dsrt_op *op)
     int64_t nb = (K + blk - 1) / blk;
     dsrt_kargs a;
     DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_act_quant, &a));
-    ka_tensor(&a, x);
-    ka_i32(&a, x->dtype);
-    ka_i64(&a, x->stride[0]);
+    ka_rows(&a, x);
     ka_tensor(&a, q);
     ka_i64(&a, q->stride[0]);
     ka_scale(&a, q);
@@ -453,12 +437,8 @@ static dsrt_status op_hadamard(dsrt_ocl_stream *s, const dsrt_op *op)
     DSRT_TRY(dsrt_ocl_scratch(s, 0, (size_t)(M * n) * 4, &tmp));
     dsrt_kargs a;
     DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_hadamard, &a));
-    ka_tensor(&a, x);
-    ka_i32(&a, x->dtype);
-    ka_i64(&a, x->stride[0]);
-    ka_tensor(&a, y);
-    ka_i32(&a, y->dtype);
-    ka_i64(&a, y->stride[0]);
+    ka_rows(&a, x);
+    ka_rows(&a, y);
     ka_i64(&a, n);
     ka_mem(&a, tmp);
     size_t L = (size_t)(wg_of(s) < 128 ? wg_of(s) : 128), g[2] = {L, (size_t)M}, l[2] = {L, 1};
@@ -472,9 +452,7 @@ static dsrt_status op_cache_write(dsrt_ocl_stream *s, const dsrt_op *op)
     bool fp8 = op->p.format == DSRT_CACHE_FP8;
     dsrt_kargs a;
     DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_cache_write, &a));
-    ka_tensor(&a, x);
-    ka_i32(&a, x->dtype);
-    ka_i64(&a, x->stride[0]);
+    ka_rows(&a, x);
     ka_i64(&a, x->shape[1]);
     ka_tensor(&a, slots);
     ka_i64(&a, slots->stride[0]);
@@ -482,9 +460,7 @@ static dsrt_status op_cache_write(dsrt_ocl_stream *s, const dsrt_op *op)
     ka_i32(&a, x2->buf ? x2->dtype : DSRT_F32);
     ka_i64(&a, x2->buf ? x2->stride[0] : 0);
     ka_i64(&a, x2->buf ? x2->shape[1] : 0);
-    ka_tensor(&a, c);
-    ka_i32(&a, c->dtype);
-    ka_i64(&a, c->stride[0]);
+    ka_rows(&a, c);
     ka_i64(&a, c->shape[0]);
     ka_i32(&a, fp8);
     ka_i32(&a, op->p.scale_pow2);
@@ -770,9 +746,7 @@ static dsrt_status op_linear(dsrt_ocl_stream *s, const dsrt_op *op)
         DSRT_TRY(dsrt_ocl_scratch(s, 1, (size_t)(L.M * nkb) * 4, &L.xs));
         dsrt_kargs a;
         DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_prep_rows, &a));
-        ka_tensor(&a, x);
-        ka_i32(&a, x->dtype);
-        ka_i64(&a, x->stride[0]);
+        ka_rows(&a, x);
         ka_i64(&a, L.K);
         ka_mem(&a, L.xq);
         ka_mem(&a, L.xs);
@@ -828,17 +802,11 @@ static dsrt_status op_head_linear(dsrt_ocl_stream *s, const dsrt_op *op)
     if (tw && (T <= 16 || !s->dev->cfg.tiled)) {
         dsrt_kargs a;
         DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_gemv_cols, &a));
-        ka_tensor(&a, x);
-        ka_i32(&a, x->dtype);
-        ka_i64(&a, x->stride[0]);
+        ka_rows(&a, x);
         ka_i64(&a, x->stride[1]);
-        ka_tensor(&a, w);
-        ka_i32(&a, w->dtype);
-        ka_i64(&a, w->stride[0]);
+        ka_rows(&a, w);
         ka_i64(&a, w->stride[1]);
-        ka_tensor(&a, y);
-        ka_i32(&a, y->dtype);
-        ka_i64(&a, y->stride[0]);
+        ka_rows(&a, y);
         ka_i64(&a, y->stride[1]);
         ka_i64(&a, K);
         ka_i64(&a, N);
@@ -1017,9 +985,7 @@ static dsrt_status op_mla_decode(dsrt_ocl_stream *s, const dsrt_op *op)
             ka_i64(&a, qp->stride[0]);
             ka_i64(&a, qp->stride[1]);
             ka_i64(&a, Dr);
-            ka_tensor(&a, cache);
-            ka_i32(&a, cache->dtype);
-            ka_i64(&a, cache->stride[0]);
+            ka_rows(&a, cache);
             ka_i32(&a, fp8);
             ka_mem(&a, sc.list);
             ka_mem(&a, sc.count);
@@ -1058,9 +1024,7 @@ static dsrt_status op_mla_decode(dsrt_ocl_stream *s, const dsrt_op *op)
             if (Lw < 32) Lw = 32;
             dsrt_kargs a;
             DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_mla_decode_pv, &a));
-            ka_tensor(&a, cache);
-            ka_i32(&a, cache->dtype);
-            ka_i64(&a, cache->stride[0]);
+            ka_rows(&a, cache);
             ka_i32(&a, fp8);
             ka_i64(&a, Dc);
             ka_mem(&a, sc.list);
@@ -1219,14 +1183,10 @@ static dsrt_status op_mla_prefill(dsrt_ocl_stream *s, const dsrt_op *op)
         ka_i32(&a, q->dtype);
         ka_i64(&a, q->stride[0]);
         ka_i64(&a, q->stride[1]);
-        ka_tensor(&a, kn);
-        ka_i32(&a, kn->dtype);
-        ka_i64(&a, kn->stride[0]);
+        ka_rows(&a, kn);
         ka_i64(&a, kn->stride[1]);
         ka_i64(&a, Dn);
-        ka_tensor(&a, kp);
-        ka_i32(&a, kp->dtype);
-        ka_i64(&a, kp->stride[0]);
+        ka_rows(&a, kp);
         ka_i64(&a, Dr);
         ka_mem(&a, sc.list);
         ka_mem(&a, sc.count);
@@ -1242,9 +1202,7 @@ static dsrt_status op_mla_prefill(dsrt_ocl_stream *s, const dsrt_op *op)
         int Lv = pow2_ceil(Dv);
         if (Lv > WG) Lv = WG;
         DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_mla_prefill_pv, &a));
-        ka_tensor(&a, v);
-        ka_i32(&a, v->dtype);
-        ka_i64(&a, v->stride[0]);
+        ka_rows(&a, v);
         ka_i64(&a, v->stride[1]);
         ka_i64(&a, Dv);
         ka_mem(&a, sc.list);
@@ -1274,9 +1232,7 @@ static dsrt_status op_indexer_scores(dsrt_ocl_stream *s, const dsrt_op *op)
     int WG = wg_of(s);
     dsrt_kargs a;
     DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_indexer_scores, &a));
-    ka_tensor(&a, q);
-    ka_i32(&a, q->dtype);
-    ka_i64(&a, q->stride[0]);
+    ka_rows(&a, q);
     ka_i64(&a, q->stride[1]);
     ka_i64(&a, Hi);
     ka_i64(&a, D);
@@ -1287,9 +1243,7 @@ static dsrt_status op_indexer_scores(dsrt_ocl_stream *s, const dsrt_op *op)
     ka_i64(&a, q->scale.buf ? q->scale.stride[2] : 0);
     ka_tensor(&a, w);
     ka_i64(&a, w->stride[0]);
-    ka_tensor(&a, kc);
-    ka_i32(&a, kc->dtype);
-    ka_i64(&a, kc->stride[0]);
+    ka_rows(&a, kc);
     ka_i32(&a, fp8);
     ka_tensor(&a, bt);
     ka_i64(&a, bt->stride[0]);
@@ -1394,12 +1348,8 @@ static dsrt_status op_moe_dispatch(dsrt_ocl_stream *s, const dsrt_op *op)
     size_t L = (size_t)wg_of(s), g[1] = {L}, l[1] = {L};
     DSRT_TRY(dsrt_launch(s, DSRT_OCL_K_moe_dispatch_index, &a, 1, g, l));
     DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_moe_dispatch_copy, &a));
-    ka_tensor(&a, x);
-    ka_i32(&a, x->dtype);
-    ka_i64(&a, x->stride[0]);
-    ka_tensor(&a, xp);
-    ka_i32(&a, xp->dtype);
-    ka_i64(&a, xp->stride[0]);
+    ka_rows(&a, x);
+    ka_rows(&a, xp);
     ka_tensor(&a, rt);
     ka_i64(&a, rt->stride[0]);
     ka_tensor(&a, off);
@@ -1418,9 +1368,7 @@ static dsrt_status op_moe_combine(dsrt_ocl_stream *s, const dsrt_op *op)
     int64_t T = sr->shape[0], k = sr->shape[1], H = yp->shape[1];
     dsrt_kargs a;
     DSRT_TRY(dsrt_begin(s, DSRT_OCL_K_moe_combine, &a));
-    ka_tensor(&a, yp);
-    ka_i32(&a, yp->dtype);
-    ka_i64(&a, yp->stride[0]);
+    ka_rows(&a, yp);
     ka_i64(&a, yp->shape[0]);
     ka_tensor(&a, sr);
     ka_i64(&a, sr->stride[0]);
@@ -1435,9 +1383,7 @@ static dsrt_status op_moe_combine(dsrt_ocl_stream *s, const dsrt_op *op)
     ka_i32(&a, sh->buf ? sh->dtype : DSRT_F32);
     ka_i64(&a, sh->buf ? sh->stride[0] : 0);
     ka_i32(&a, sh->buf != NULL);
-    ka_tensor(&a, y);
-    ka_i32(&a, y->dtype);
-    ka_i64(&a, y->stride[0]);
+    ka_rows(&a, y);
     ka_i64(&a, H);
     ka_i32(&a, k);
     ka_local(&a, (size_t)k * 4);

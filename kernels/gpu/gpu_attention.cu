@@ -543,6 +543,29 @@ static __global__ void k_mla_combine(const float *part_o, const float2 *part_ml,
     }
 }
 
+/* The operands both decode kernels take (their argument blocks share these fields). */
+template <typename A>
+static void decode_args(A *a, const dsrt_gpu_tensor &ql, const dsrt_gpu_tensor &qp, const dsrt_gpu_tensor &cache,
+                        const dsrt_gpu_tensor &bt, const dsrt_gpu_tensor &rs, const dsrt_gpu_tensor &kl,
+                        const dsrt_gpu_tensor &idx, const dsrt_gpu_tensor &o, int32_t *pos, int32_t *cnt,
+                        const dsrt_op *op)
+{
+    memset(a, 0, sizeof *a);
+    a->ql = ql;
+    a->qp = qp;
+    a->cache = cache;
+    a->bt = bt;
+    a->row_seq = rs;
+    a->kv_len = kl;
+    a->o = o;
+    a->pos = pos;
+    a->cnt = cnt;
+    a->pos_k = idx.p ? idx.shape[1] : 0;
+    a->fmt = (int)op->p.format;
+    a->page = op->p.page_size;
+    a->scale = op->p.scale;
+}
+
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 /* Whether the tensor-core decode takes this op (else the plain path runs). */
@@ -577,20 +600,7 @@ extern "C" dsrt_status dsrt_gpu_mla_decode(const dsrt_gpu_ctx *c, const dsrt_op 
     DSRT_TRY(prep_positions(c, &idx, &kl, T, "mla_decode", &pos, &cnt));
     if (tc_decode_ok(c, op, ql, qp, cache)) {
         tc_args a;
-        memset(&a, 0, sizeof a);
-        a.ql = ql;
-        a.qp = qp;
-        a.cache = cache;
-        a.bt = bt;
-        a.row_seq = rs;
-        a.kv_len = kl;
-        a.o = o;
-        a.pos = pos;
-        a.cnt = cnt;
-        a.pos_k = idx.p ? idx.shape[1] : 0;
-        a.fmt = (int)op->p.format;
-        a.page = op->p.page_size;
-        a.scale = op->p.scale;
+        decode_args(&a, ql, qp, cache, bt, rs, kl, idx, o, pos, cnt, op);
         /* Positions a row can have: the indices width, or what its block table covers. */
         int64_t cap = idx.p ? idx.shape[1] : bt.shape[1] * (int64_t)op->p.page_size;
         int64_t groups = (Hh + MD_HEADS - 1) / MD_HEADS, base = T * groups;
@@ -620,20 +630,7 @@ extern "C" dsrt_status dsrt_gpu_mla_decode(const dsrt_gpu_ctx *c, const dsrt_op 
         return DSRT_OK;
     }
     dec_args a;
-    memset(&a, 0, sizeof a);
-    a.ql = ql;
-    a.qp = qp;
-    a.cache = cache;
-    a.bt = bt;
-    a.row_seq = rs;
-    a.kv_len = kl;
-    a.o = o;
-    a.pos = pos;
-    a.cnt = cnt;
-    a.pos_k = idx.p ? idx.shape[1] : 0;
-    a.fmt = (int)op->p.format;
-    a.page = op->p.page_size;
-    a.scale = op->p.scale;
+    decode_args(&a, ql, qp, cache, bt, rs, kl, idx, o, pos, cnt, op);
     size_t smem = sizeof(float) * (size_t)(2 * Dc + Dr);
     DSRT_TRY(gpu_smem_limit(c, (const void *)k_mla_decode_simt, smem, "mla_decode"));
     if (Hh > 0x7fffffff) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "mla_decode: too many heads");

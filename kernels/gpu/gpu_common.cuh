@@ -389,6 +389,28 @@ GPU_DEV int gpu_block_scan_flag(int flag, int *sh, int *total)
     return before + below;
 }
 
+/* Exclusive prefix sum of one int per thread in thread order; *total gets the sum (every thread). Shuffles
+ * inside each wave, then the waves' totals: two barriers instead of two per doubling step. sh holds one
+ * int per wave; the block's threads must all call it. */
+GPU_DEV int gpu_block_scan(int v, int *sh, int *total)
+{
+    int lane = gpu_lane(), w = gpu_warp(), nw = gpu_nwarps(), x = v;
+    for (int o = 1; o < GPU_WARP_SIZE; o <<= 1) {
+        int y = gpu_shfl_i(x, lane >= o ? lane - o : lane);
+        if (lane >= o) x += y;
+    }
+    __syncthreads(); /* the previous scan's readers are done with sh */
+    if (lane == GPU_WARP_SIZE - 1) sh[w] = x;
+    __syncthreads();
+    int before = 0, all = 0;
+    for (int i = 0; i < nw; i++) {
+        if (i < w) before += sh[i];
+        all += sh[i];
+    }
+    *total = all;
+    return before + x - v;
+}
+
 /* ---- block-wide bitonic sort ---- */
 
 GPU_DEV int32_t gpu_shfl_xor_any(int32_t v, int m) { return gpu_shfl_xor_i(v, m); }

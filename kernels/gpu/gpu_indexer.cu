@@ -315,27 +315,6 @@ GPU_DEV void topk_load(const float *row, int64_t base, int64_t n, bool vec, uint
     for (int e = 0; e < TK_PER; e++) key[e] = base + e < n ? topk_key(row[base + e]) : 0;
 }
 
-/* Exclusive prefix sum of one int per thread in thread order; *total gets the sum. Shuffles inside each
- * wave, then the waves' totals: two barriers instead of two per doubling step. */
-GPU_DEV int topk_scan(int v, int *sh, int *total)
-{
-    int lane = gpu_lane(), w = gpu_warp(), nw = gpu_nwarps(), x = v;
-    for (int o = 1; o < GPU_WARP_SIZE; o <<= 1) {
-        int y = gpu_shfl_i(x, lane >= o ? lane - o : lane);
-        if (lane >= o) x += y;
-    }
-    __syncthreads(); /* the previous scan's readers are done with sh */
-    if (lane == GPU_WARP_SIZE - 1) sh[w] = x;
-    __syncthreads();
-    int before = 0, all = 0;
-    for (int i = 0; i < nw; i++) {
-        if (i < w) before += sh[i];
-        all += sh[i];
-    }
-    *total = all;
-    return before + x - v;
-}
-
 static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_gpu_tensor lens, dsrt_gpu_tensor out,
                                                       int k, int p2)
 {
@@ -420,7 +399,7 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
         for (int j = 0; j < per; j++)
             if (top - j >= 0) mine += hist[top - j];
         int total;
-        int above = topk_scan(mine, scan, &total);
+        int above = gpu_block_scan(mine, scan, &total);
         if (above < need && above + mine >= need) {
             int cum = above, b = top;
             for (int j = 0; j < per && top - j >= 0; j++) {
@@ -448,7 +427,7 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
 #pragma unroll
         for (int e = 0; e < TK_PER; e++) neq += (!all && key[e] && key[e] == thr);
         int total;
-        int r = topk_scan(neq, scan, &total);
+        int r = gpu_block_scan(neq, scan, &total);
 #pragma unroll
         for (int e = 0; e < TK_PER; e++) {
             uint32_t kk = key[e];

@@ -12,13 +12,10 @@
  * 0..R set DSRT_GPU_ERR_GROUP_OFFSETS and schedule nothing (the CPU reference fails the op). */
 static __global__ void k_group_schedule(dsrt_gpu_tensor off, int G, int64_t R, int bm, int *sched, unsigned *err)
 {
-    __shared__ int scan[1024];
-    __shared__ int bad, base;
-    int tid = threadIdx.x;
-    if (tid == 0) {
-        bad = 0;
-        base = 0;
-    }
+    __shared__ int scan[64];
+    __shared__ int bad;
+    int tid = threadIdx.x, base = 0;
+    if (tid == 0) bad = 0;
     __syncthreads();
     for (int g = tid; g <= G; g += blockDim.x) {
         int64_t o = gpu_i32(off, g * off.stride[0]);
@@ -41,24 +38,14 @@ static __global__ void k_group_schedule(dsrt_gpu_tensor off, int G, int64_t R, i
             r1 = gpu_i32(off, (g + 1) * off.stride[0]);
             tiles = (r1 - r0 + bm - 1) / bm;
         }
-        scan[tid] = tiles;
-        __syncthreads();
-        for (int s = 1; s < (int)blockDim.x; s *= 2) {
-            int v = tid >= s ? scan[tid - s] : 0;
-            __syncthreads();
-            scan[tid] += v;
-            __syncthreads();
-        }
-        int at = base + scan[tid] - tiles;
+        int total, at = base + gpu_block_scan(tiles, scan, &total);
         for (int i = 0; i < tiles; i++) {
             int m0 = r0 + i * bm, m1 = m0 + bm < r1 ? m0 + bm : r1;
             sched[1 + 3 * (at + i)] = g;
             sched[2 + 3 * (at + i)] = m0;
             sched[3 + 3 * (at + i)] = m1;
         }
-        __syncthreads();
-        if (tid == (int)blockDim.x - 1) base += scan[tid];
-        __syncthreads();
+        base += total;
     }
     if (tid == 0) sched[0] = base;
 }

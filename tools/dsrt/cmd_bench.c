@@ -23,7 +23,7 @@ static double now_s(void)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: dsrt bench (-m DIR | --synthetic layer|slice) [--backend NAME] [--precision f32|fp8]\n"
+            "usage: dsrt bench (-m DIR | --synthetic layer|slice) [--backend NAME[,NAME...]] [--precision f32|fp8]\n"
             "                  [--prompt N] [--gen N] [--batch B] [--context C] [--placement FILE]\n"
             "       dsrt bench --ops [FILTER] [--backend NAME]\n\n"
             "Times a prefill of N tokens and G decode steps at batch B (B sequences, each at context C),\n"
@@ -39,7 +39,8 @@ static void usage(FILE *f)
             "  --backend A,B,...   run the benchmark on each device in turn and compare decode tokens/s\n"
             "                      (e.g. cuda,opencl:1)\n"
             "  --ops [FILTER]      the hot ops at V3.2 shapes instead (MLA decode, sparse MLA, indexer +\n"
-            "                      top-k, FP8 GEMMs, ...): time, GB/s, TFLOP/s and fractions of the device's peaks;\n"
+            "                      top-k, FP8 GEMMs, ...): time, GB/s, TFLOP/s and fractions of the device's peaks\n"
+            "                      (of a measured device copy where the device reports no bandwidth peak);\n"
             "                      FILTER picks cases whose name contains it\n");
 }
 
