@@ -106,6 +106,8 @@ static __global__ void k_rms_norm(dsrt_gpu_tensor x, dsrt_gpu_tensor w, dsrt_gpu
     __shared__ float red[64];
     int64_t D = x.shape[1], m = blockIdx.x, bd = blockDim.x;
     float ss = 0;
+    gpu_grid_release();
+    gpu_grid_wait();
     for (int64_t i0 = threadIdx.x; i0 < D; i0 += NORM_ILP * bd) {
         float v[NORM_ILP], r[NORM_ILP];
         gpu_ld_row<NORM_ILP>(x.p, x.dtype, m * x.stride[0], i0, bd, D, v);
@@ -148,7 +150,7 @@ extern "C" dsrt_status dsrt_gpu_rms_norm(const dsrt_gpu_ctx *c, const dsrt_op *o
     if (M == 0) return DSRT_OK;
     size_t smem = sizeof(float) * (size_t)(D > 0 ? D : 1);
     DSRT_TRY(gpu_smem_limit(c, (const void *)k_rms_norm, smem, "rms_norm"));
-    k_rms_norm<<<(unsigned)M, norm_threads(c, M, D), smem, gpu_stream(c)>>>(x, w, res, y, ro, op->p.eps);
+    gpu_launch_early(c, k_rms_norm, dim3((unsigned)M), dim3(norm_threads(c, M, D)), smem, x, w, res, y, ro, op->p.eps);
     GPU_CHECK_LAUNCH("rms_norm", "k_rms_norm");
     return DSRT_OK;
 }
@@ -194,6 +196,7 @@ static __global__ void k_rope(dsrt_gpu_tensor x, dsrt_gpu_tensor pos, dsrt_gpu_t
 {
     int64_t R = x.shape[x.ndim - 1], H = x.ndim == 3 ? x.shape[1] : 1, half = R / 2, P = cs.shape[0];
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    gpu_grid_release();
     if (i >= half) return;
     for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
         int64_t t = r / H, h = r % H;
@@ -231,6 +234,7 @@ static __global__ void k_swiglu(dsrt_gpu_tensor g, dsrt_gpu_tensor u, dsrt_gpu_t
 {
     int64_t I = g.shape[1];
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    gpu_grid_release();
     if (i >= I) return;
     for (int64_t m = blockIdx.y; m < M; m += gridDim.y) {
         float gv = gpu_ld(g.p, g.dtype, m * g.stride[0] + i), uv = gpu_ld(u.p, u.dtype, m * u.stride[0] + i);
@@ -357,6 +361,8 @@ extern "C" dsrt_status dsrt_gpu_act_quant(const dsrt_gpu_ctx *c, const dsrt_op *
 static __global__ void k_quantize_act(dsrt_gpu_tensor x, uint8_t *q, float *scales, int64_t s_m, int64_t s_kb,
                                       int64_t nb, int64_t total, int pow2)
 {
+    gpu_grid_release();
+    gpu_grid_wait();
     for (int64_t item = gpu_wave_id(); item < total; item += gpu_wave_count()) {
         int64_t m = item / nb, b = item % nb, K = x.shape[1];
         float s = gpu_wave_quant_block(x, m * x.stride[0] + b * 128, 128, pow2, q + m * K + b * 128);
@@ -369,8 +375,8 @@ extern "C" dsrt_status dsrt_gpu_quantize_act(const dsrt_gpu_ctx *c, const dsrt_g
 {
     int64_t M = x->shape[0], K = x->shape[1], nb = K / 128, total = M * nb;
     if (total == 0) return DSRT_OK;
-    k_quantize_act<<<gpu_wave_blocks(c, total), 256, 0, gpu_stream(c)>>>(*x, q, scales, s_m, s_kb, nb, total,
-                                                                         pow2 ? 1 : 0);
+    gpu_launch_early(c, k_quantize_act, dim3(gpu_wave_blocks(c, total)), dim3(256), 0, *x, q, scales, s_m, s_kb, nb,
+                     total, pow2 ? 1 : 0);
     GPU_CHECK_LAUNCH("linear", "k_quantize_act");
     return DSRT_OK;
 }

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "dsrt/buffer.h"
 #include "dsrt/dtype.h"
@@ -26,6 +27,53 @@ static inline dsrt_status dsrt_gpu_launch_status(const char *op, const char *wha
 #define GPU_CHECK_LAUNCH(op, what) DSRT_TRY(dsrt_gpu_launch_status(op, what))
 
 static inline gpuStream_t gpu_stream(const dsrt_gpu_ctx *c) { return (gpuStream_t)c->stream; }
+
+/* ---- early launch (programmatic dependent launch, CUDA sm_90+) ----
+ * A kernel launched by gpu_launch_early may start while the kernel before it in the stream is still
+ * running (once every block of that kernel has started and called gpu_grid_release), so its launch and
+ * whatever it does before gpu_grid_wait() (prefetching weights, which no kernel writes) overlap the
+ * previous kernel. Such a kernel must call gpu_grid_wait() before it reads anything an earlier kernel
+ * wrote and before it writes anything; the wait returns when every earlier kernel has finished and its
+ * writes are visible. Elsewhere (HIP, sm_80, DSRT_CUDA_NO_PDL=1) it is an ordinary launch and both calls
+ * do nothing. Inside stream capture the overlap becomes a programmatic edge of the graph. */
+GPU_DEV void gpu_grid_wait(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(DSRT_GPU_HIP)
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+GPU_DEV void gpu_grid_release(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(DSRT_GPU_HIP)
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+template <typename... P, typename... A>
+static inline void gpu_launch_early(const dsrt_gpu_ctx *c, void (*k)(P...), dim3 grid, dim3 block, size_t smem,
+                                    A... args)
+{
+#ifndef DSRT_GPU_HIP
+    if (c->early_launch) {
+        cudaLaunchConfig_t cfg;
+        cudaLaunchAttribute at[1];
+        memset(&cfg, 0, sizeof cfg);
+        memset(at, 0, sizeof at);
+        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.gridDim = grid;
+        cfg.blockDim = block;
+        cfg.dynamicSmemBytes = smem;
+        cfg.stream = gpu_stream(c);
+        cfg.attrs = at;
+        cfg.numAttrs = 1;
+        (void)cudaLaunchKernelEx(&cfg, k, args...); /* an error is left for GPU_CHECK_LAUNCH */
+        return;
+    }
+#endif
+    k<<<grid, block, smem, gpu_stream(c)>>>(args...);
+}
 
 static inline unsigned gpu_blocks(int64_t n, int per)
 {
@@ -52,10 +100,17 @@ static inline dsrt_status gpu_smem_limit(const dsrt_gpu_ctx *c, const void *fn, 
                           op, bytes + stat, stat, c->smem_optin);
     return DSRT_OK;
 #else
-    if (bytes <= 48 * 1024) return DSRT_OK;
-    if ((int)bytes > c->smem_optin)
-        return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: needs %zu bytes of shared memory, the device allows %d", op,
-                          bytes, c->smem_optin);
+    /* Without the opt-in a block's dynamic memory may use what its static arrays leave of 48 KB. These
+     * kernels' static arrays stay under 32 KiB, so only larger sizes need the kernel's own figure. */
+    if (bytes <= 16 * 1024) return DSRT_OK;
+    struct cudaFuncAttributes fa;
+    size_t stat = 0;
+    if (cudaFuncGetAttributes(&fa, fn) == cudaSuccess) stat = fa.sharedSizeBytes;
+    else (void)cudaGetLastError();
+    if (bytes + stat <= 48 * 1024) return DSRT_OK;
+    if (bytes + stat > (size_t)c->smem_optin)
+        return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: needs %zu bytes of shared memory (%zu static), the device allows %d",
+                          op, bytes + stat, stat, c->smem_optin);
     gpuError_t e = gpuFuncSetAttribute(fn, gpuFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     if (e != gpuSuccess)
         return dsrt_error(DSRT_CODE_DEVICE, "%s: cannot raise shared memory to %zu bytes: %s", op, bytes,
@@ -196,9 +251,11 @@ GPU_DEV uint8_t gpu_f32_to_e5m2(float x)
 
 GPU_DEV float gpu_ue8m0_to_f32(uint8_t e)
 {
-    if (e == 0xff) return gpu_bits_f(0x7fc00000u);
-    if (e == 0) return 5.877471754111438e-39f; /* 2^-127: an f32 subnormal */
-    return gpu_bits_f((uint32_t)e << 23);
+    /* selects, not branches: the FP8 GEMV reads one per weight block in its inner loop */
+    uint32_t u = (uint32_t)e << 23;
+    u = e == 0 ? 0x00400000u : u; /* 2^-127: an f32 subnormal */
+    u = e == 0xff ? 0x7fc00000u : u;
+    return gpu_bits_f(u);
 }
 
 /* UE8M0 byte of a power-of-two scale (validation guarantees pow2 where this is used). */
@@ -311,6 +368,27 @@ GPU_DEV int64_t gpu_row_offset(const dsrt_gpu_tensor &t, int64_t r)
 }
 
 /* Scale of element (lead, r, c) of a block-scaled tensor of rank 2 or 3 (dsrt_cpu_block_scale). */
+/* The FP8 GEMM kernels' form of the above, split so that no 64-bit division runs per K block (they
+ * cost more instructions than the block's tensor work): gpu_scale_row once per weight row, then
+ * gpu_scale_kcol once per 128-wide K block, then gpu_scale_at(t, row + kcol). Scale blocks are a
+ * multiple of 128 wide (the HAL checks it). */
+GPU_DEV int64_t gpu_scale_row(const dsrt_gpu_tensor &t, int64_t lead, int64_t r)
+{
+    int nd = t.ndim;
+    return (r / t.sblock[0]) * (nd >= 2 ? t.sstride[nd - 2] : 0) + (nd == 3 ? lead * t.sstride[0] : 0);
+}
+
+GPU_DEV int64_t gpu_scale_kcol(const dsrt_gpu_tensor &t, int64_t kb)
+{
+    int per = t.sblock[1] / 128;
+    return (per == 1 ? kb : (int64_t)((uint32_t)kb / (uint32_t)per)) * t.sstride[t.ndim - 1];
+}
+
+GPU_DEV float gpu_scale_at(const dsrt_gpu_tensor &t, int64_t idx)
+{
+    return t.sdtype == DSRT_UE8M0 ? gpu_ue8m0_to_f32(((const uint8_t *)t.sp)[idx]) : ((const float *)t.sp)[idx];
+}
+
 GPU_DEV float gpu_block_scale(const dsrt_gpu_tensor &t, int64_t lead, int64_t r, int64_t c)
 {
     int nd = t.ndim;

@@ -15,6 +15,7 @@ static __global__ void k_group_schedule(dsrt_gpu_tensor off, int G, int64_t R, i
     __shared__ int scan[64];
     __shared__ int bad;
     int tid = threadIdx.x, base = 0;
+    gpu_grid_release();
     if (tid == 0) bad = 0;
     __syncthreads();
     for (int g = tid; g <= G; g += blockDim.x) {
@@ -336,6 +337,7 @@ static __global__ void __launch_bounds__(256, 1) k_fp8_gemm(fp8_args a)
     if (NATIVE) return; /* never launched: the host picks the f16 form below sm_89 */
 #endif
     extern __shared__ __align__(128) uint8_t fm_smem[];
+    __shared__ int64_t srow[FM_BN]; /* each tile column's row of weight scales (gpu_scale_row) */
     int64_t grp, m0, m1;
     if (a.sched) {
         if (!sched_tile(a.sched, (int)blockIdx.y, &grp, &m0, &m1)) return;
@@ -347,6 +349,7 @@ static __global__ void __launch_bounds__(256, 1) k_fp8_gemm(fp8_args a)
     int64_t n0 = (int64_t)blockIdx.x * FM_BN;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, cq = lane % 4;
     int wm = warp / 4, wn = warp % 4;
+    for (int i = threadIdx.x; i < FM_BN; i += blockDim.x) srow[i] = gpu_scale_row(a.w, grp, n0 + i);
     float acc[4][4][4], part[4][4][4];
 #pragma unroll
     for (int i = 0; i < 4; i++)
@@ -431,12 +434,13 @@ static __global__ void __launch_bounds__(256, 1) k_fp8_gemm(fp8_args a)
         /* promote this K block: acc += part * (sa * sb) */
         float unscale = NATIVE ? 1.0f : DSRT_FP8_F16_UNSCALE;
         float sb[4][2];
+        int64_t kc = gpu_scale_kcol(a.w, kb);
 #pragma unroll
         for (int nt = 0; nt < 4; nt++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                int64_t n = n0 + wn * 32 + nt * 8 + 2 * cq + e;
-                sb[nt][e] = n < a.N ? gpu_block_scale(a.w, grp, n, kb * 128) * unscale : 0.0f;
+                int i = wn * 32 + nt * 8 + 2 * cq + e;
+                sb[nt][e] = n0 + i < a.N ? gpu_scale_at(a.w, srow[i] + kc) * unscale : 0.0f;
             }
 #pragma unroll
         for (int mt = 0; mt < 4; mt++) {
@@ -474,16 +478,24 @@ static __global__ void __launch_bounds__(256, 1) k_fp8_gemm(fp8_args a)
 
 /* ---- FP8 block-scaled GEMM for few rows (decode) ----
  * The 128x128 tiles above do 128 rows of tensor work per weight byte, so at M = 1 they are bound by the
- * tensor rate, not by memory. Here one mma's M (8 or 16 rows, H halves of 8) is the tile: a block takes
- * 8 weight rows (the mma's N) and its warps split the K blocks (warp w takes kb = w, w + warps, ...).
- * Every weight byte is used once, so the weights go from memory straight into registers.
- * Lane (g, c) holds bytes c*16 .. c*16+15 and 64+c*16 .. 64+c*16+15 of row g's 128-byte block, so
- * each load instruction reads whole 32-byte sectors; the activations are loaded with the same
- * permutation, which leaves each block's dot products unchanged. Each block is promoted with sa * sb as
- * above in K order within a warp, and the warps' sums are added in warp order at the end. */
+ * tensor rate, not by memory. Here the weights are the mma's A operand (16 weight rows) and the
+ * activations its B operand (8 tokens; 16 as two B fragments), so each weight byte is converted and
+ * multiplied once; a block takes 16 weight rows and its warps split the K blocks (warp w takes
+ * kb = w, w + warps, ...). Hopper has no FP8 mma.sync (ptxas would expand one into conversions and f16
+ * mma), so operands are converted to f16 explicitly: sm_89+ by the hardware e4m3x2 conversion, exact;
+ * sm_80 by bit moves that scale by 2^-8 (undone with DSRT_FP8_F16_UNSCALE).
+ * Lane (g, c) takes bytes c*16 .. c*16+15 and 64+c*16 .. 64+c*16+15 of a 128-byte K block, of weight
+ * rows g and g+8 and of token g, so loads fill whole 32-byte sectors; mma step s (16 K positions) uses
+ * the lane's 4-byte word s of those 32 bytes, the same permutation for both operands, which leaves each
+ * block's dot products unchanged. Each block is promoted with sa * sb in K order within a warp, and the
+ * warps' sums are added in warp order at the end.
+ * The weights stream through a ring in shared memory (cp.async, FS_STAGES K blocks per warp in flight;
+ * only the lane that fetched a piece reads it back) and, with early launch, the first blocks are
+ * requested before waiting for the kernels this one follows: the weights are nobody's output. */
 
-#define FS_COLS 8
-#define FS_WARPS 16 /* most warps of a block */
+#define FS_ROWS 16   /* weight rows per block */
+#define FS_WARPS 8   /* warps of a block */
+#define FS_STAGES 3  /* K blocks per warp in flight */
 
 #ifdef DSRT_GPU_HAVE_MMA
 GPU_DEV uint4 fs_load(const uint8_t *p, bool ok)
@@ -492,90 +504,160 @@ GPU_DEV uint4 fs_load(const uint8_t *p, bool ok)
     return ok ? *(const uint4 *)p : z;
 }
 
-/* The f16 form of 16 K positions: A rows g, g+8 (4 e4m3 bytes each) x B (4 bytes). */
-GPU_DEV void fs_mma_f16(float *part, uint32_t a0, uint32_t a1, uint32_t b)
-{
-    uint32_t af[4] = {gpu_e4m3x2_lo_f16(a0), gpu_e4m3x2_lo_f16(a1), gpu_e4m3x2_hi_f16(a0), gpu_e4m3x2_hi_f16(a1)};
-    uint32_t bf[2] = {gpu_e4m3x2_lo_f16(b), gpu_e4m3x2_hi_f16(b)};
-    gpu_mma_f16(part, af, bf);
-}
-
-/* part += A(rows g, g+8; 8 bytes each) x B(8 bytes) over 32 K positions. */
-template <bool NATIVE>
-GPU_DEV void fs_mma(float *part, uint32_t a0x, uint32_t a0y, uint32_t a1x, uint32_t a1y, uint32_t bx, uint32_t by)
+/* Four e4m3 (bytes 0..3 of w) as two f16x2: bytes 0,1 -> lo, bytes 2,3 -> hi. */
+template <bool NATIVE> GPU_DEV void fs_cvt(uint32_t w, uint32_t &lo, uint32_t &hi)
 {
     if (NATIVE) {
 #if __CUDA_ARCH__ >= 890
-        asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, "
-                     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                     : "+f"(part[0]), "+f"(part[1]), "+f"(part[2]), "+f"(part[3])
-                     : "r"(a0x), "r"(a1x), "r"(a0y), "r"(a1y), "r"(bx), "r"(by));
+        asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.rn.f16x2.e4m3x2 %0, l;\ncvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
+            : "=r"(lo), "=r"(hi)
+            : "r"(w));
 #endif
     } else {
-        fs_mma_f16(part, a0x, a1x, bx);
-        fs_mma_f16(part, a0y, a1y, by);
+        lo = gpu_e4m3x2_lo_f16(w);
+        hi = gpu_e4m3x2_hi_f16(w);
     }
+}
+
+/* part += W(rows g, g+8: words wg, w8) x X(token g: word x) over one mma step of 16 K positions. */
+template <bool NATIVE> GPU_DEV void fs_step(float *part, uint32_t wg, uint32_t w8, uint32_t x)
+{
+    uint32_t a[4], b[2];
+    fs_cvt<NATIVE>(wg, a[0], a[2]);
+    fs_cvt<NATIVE>(w8, a[1], a[3]);
+    fs_cvt<NATIVE>(x, b[0], b[1]);
+    gpu_mma_f16(part, a, b);
+}
+
+GPU_DEV uint32_t fs_word(const uint4 &v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+
+/* Lane's four 16-byte weight pieces of a K block (rows g and g+8) into ring slot `slot`. */
+GPU_DEV void fs_fetch(uint4 *mine, int slot, int nthr, const uint8_t *rg, const uint8_t *r8, bool ok)
+{
+    if (ok) {
+        gpu_cp_async16(mine + (4 * slot + 0) * nthr, rg, 16);
+        gpu_cp_async16(mine + (4 * slot + 1) * nthr, rg + 64, 16);
+        gpu_cp_async16(mine + (4 * slot + 2) * nthr, r8, 16);
+        gpu_cp_async16(mine + (4 * slot + 3) * nthr, r8 + 64, 16);
+    }
+    gpu_cp_async_commit(); /* one group per slot, empty or not, so the wait counts stay fixed */
 }
 #endif
 
-template <bool NATIVE, int H>
-static __global__ void __launch_bounds__(512) k_fp8_skinny(fp8_args a)
+/* T token groups of 8 (T = 2 for dense M of 9..16). */
+template <bool NATIVE, int T>
+static __global__ void __launch_bounds__(256, 3) k_fp8_gemv(fp8_args a)
 {
 #ifdef DSRT_GPU_HAVE_MMA
 #if __CUDA_ARCH__ < 890
     if (NATIVE) return;
 #endif
-    __shared__ float red[FS_WARPS][32][2 * H];
+    __shared__ float red[FS_WARPS][32][4 * T];
+    extern __shared__ uint4 fs_ring[]; /* [FS_STAGES][4][threads] */
     int64_t grp = 0, m0, m1;
+    gpu_grid_release();
     if (a.sched) {
+        gpu_grid_wait(); /* the schedule is an earlier kernel's output */
         if (!sched_tile(a.sched, (int)blockIdx.y, &grp, &m0, &m1)) return;
     } else {
-        m0 = (int64_t)blockIdx.y * 8 * H;
-        m1 = m0 + 8 * H < a.M ? m0 + 8 * H : a.M;
+        m0 = (int64_t)blockIdx.y * 8 * T;
+        m1 = m0 + 8 * T < a.M ? m0 + 8 * T : a.M;
     }
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, cq = lane % 4, warps = blockDim.x / 32;
-    int64_t n0 = (int64_t)blockIdx.x * FS_COLS, nkb = a.nkb;
-    /* weight row n0 + g (row n0 stands in past N: those columns are not stored) */
-    const uint8_t *wr = (const uint8_t *)a.w.p + grp * a.w_bs + (n0 + g < a.N ? n0 + g : n0) * a.w_rs + cq * 16;
-    int64_t ra = m0 + g, rb = ra + 8;
-    bool ha = ra < m1, hb = H == 2 && rb < m1;
-    const uint8_t *xa = a.q + (ha ? ra : m0) * a.K + cq * 16, *xb = a.q + (hb ? rb : m0) * a.K + cq * 16;
-    int64_t c0 = n0 + 2 * cq;
-    float unscale = NATIVE ? 1.0f : DSRT_FP8_F16_UNSCALE;
-    float acc[4] = {0, 0, 0, 0};
-    for (int64_t kb = warp; kb < nkb; kb += warps) {
-        uint4 w0 = fs_load(wr + kb * 128, true), w1 = fs_load(wr + kb * 128 + 64, true);
-        uint4 a0 = fs_load(xa + kb * 128, ha), a1 = fs_load(xa + kb * 128 + 64, ha);
-        uint4 b0 = make_uint4(0, 0, 0, 0), b1 = b0;
-        if (H == 2) {
-            b0 = fs_load(xb + kb * 128, hb);
-            b1 = fs_load(xb + kb * 128 + 64, hb);
+    int64_t n0 = (int64_t)blockIdx.x * FS_ROWS, nkb = a.nkb, ng = n0 + g, n8 = n0 + g + 8;
+    /* this block's K blocks: [kb0, kb1) of split blockIdx.z; warp w starts at kb0 + w */
+    int64_t kb0 = (int64_t)blockIdx.z * a.kb_per, kb1 = kb0 + a.kb_per < nkb ? kb0 + a.kb_per : nkb;
+    /* weight rows n0 + g, n0 + g + 8 (row n0 stands in past N: those outputs are not stored) */
+    const uint8_t *wb = (const uint8_t *)a.w.p + grp * a.w_bs + cq * 16;
+    const uint8_t *rg = wb + (ng < a.N ? ng : n0) * a.w_rs, *r8 = wb + (n8 < a.N ? n8 : n0) * a.w_rs;
+    int nthr = blockDim.x, slot = 0;
+    uint4 *mine = fs_ring + threadIdx.x;
+    int its = kb1 - kb0 > warp ? (int)((kb1 - kb0 - warp + warps - 1) / warps) : 0; /* this warp's K blocks */
+    int64_t step = (int64_t)warps * 128, off = (kb0 + warp) * 128;
+#pragma unroll
+    for (int s = 0; s < FS_STAGES; s++) fs_fetch(mine, s, nthr, rg + off + s * step, r8 + off + s * step, s < its);
+    off += FS_STAGES * step;
+    if (!a.sched) gpu_grid_wait();
+    /* tokens: lane loads token m0 + 8t + g, and owns outputs for tokens m0 + 8t + 2cq, +1 */
+    const uint8_t *xr[T];
+    bool hx[T];
+    const float *qs[T][2];
+    bool hq[T][2];
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+        int64_t r = m0 + 8 * t + g;
+        hx[t] = r < m1;
+        xr[t] = a.q + (hx[t] ? r : m0) * a.K + cq * 16 + off - FS_STAGES * step;
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            int64_t ro = m0 + 8 * t + 2 * cq + e;
+            hq[t][e] = ro < m1;
+            qs[t][e] = a.qs + (hq[t][e] ? ro : m0) * nkb + kb0 + warp;
         }
-        float sb0 = c0 < a.N ? gpu_block_scale(a.w, grp, c0, kb * 128) * unscale : 0.0f;
-        float sb1 = c0 + 1 < a.N ? gpu_block_scale(a.w, grp, c0 + 1, kb * 128) * unscale : 0.0f;
-        float sa0 = ha ? a.qs[ra * nkb + kb] : 0.0f, sa1 = hb ? a.qs[rb * nkb + kb] : 0.0f;
-        float part[4] = {0, 0, 0, 0};
-        fs_mma<NATIVE>(part, a0.x, a0.y, b0.x, b0.y, w0.x, w0.y);
-        fs_mma<NATIVE>(part, a0.z, a0.w, b0.z, b0.w, w0.z, w0.w);
-        fs_mma<NATIVE>(part, a1.x, a1.y, b1.x, b1.y, w1.x, w1.y);
-        fs_mma<NATIVE>(part, a1.z, a1.w, b1.z, b1.w, w1.z, w1.w);
-        acc[0] += part[0] * (sa0 * sb0);
-        acc[1] += part[1] * (sa0 * sb1);
-        if (H == 2) {
-            acc[2] += part[2] * (sa1 * sb0);
-            acc[3] += part[3] * (sa1 * sb1);
+    }
+    float unscale = NATIVE ? 1.0f : DSRT_FP8_F16_UNSCALE;
+    bool ue = a.w.sdtype == DSRT_UE8M0;
+    int esz = ue ? 1 : 4, per = a.w.sblock[1] / 128;
+    int64_t ssc = a.w.sstride[a.w.ndim - 1] * esz;
+    const char *sg = a.w.sp + gpu_scale_row(a.w, grp, ng < a.N ? ng : n0) * esz;
+    const char *s8 = a.w.sp + gpu_scale_row(a.w, grp, n8 < a.N ? n8 : n0) * esz;
+    /* the scale column of K block kb is kb / per, kept as kq and kr = kb % per while kb steps */
+    int kq = (int)(kb0 + warp) / per, kr = (int)(kb0 + warp) % per, dq = warps / per, dr = warps % per;
+    float acc[T][4];
+#pragma unroll
+    for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[t][e] = 0;
+    for (int it = 0; it < its; it++) {
+        gpu_cp_async_wait<FS_STAGES - 1>();
+        uint4 wg0 = mine[(4 * slot + 0) * nthr], wg1 = mine[(4 * slot + 1) * nthr];
+        uint4 w80 = mine[(4 * slot + 2) * nthr], w81 = mine[(4 * slot + 3) * nthr];
+        asm volatile("" ::: "memory"); /* the slot is read before it is refilled */
+        fs_fetch(mine, slot, nthr, rg + off, r8 + off, it + FS_STAGES < its);
+        off += step;
+        slot = slot + 1 == FS_STAGES ? 0 : slot + 1;
+        int64_t kc = kq * ssc;
+        kq += dq;
+        kr += dr;
+        if (kr >= per) {
+            kr -= per;
+            kq++;
+        }
+        float sbg = unscale * (ue ? gpu_ue8m0_to_f32((uint8_t)sg[kc]) : *(const float *)(sg + kc));
+        float sb8 = unscale * (ue ? gpu_ue8m0_to_f32((uint8_t)s8[kc]) : *(const float *)(s8 + kc));
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            uint4 x0 = fs_load(xr[t], hx[t]), x1 = fs_load(xr[t] + 64, hx[t]);
+            xr[t] += step;
+            float sa0 = hq[t][0] ? *qs[t][0] : 0.0f, sa1 = hq[t][1] ? *qs[t][1] : 0.0f;
+            qs[t][0] += warps;
+            qs[t][1] += warps;
+            float part[4] = {0, 0, 0, 0};
+#pragma unroll
+            for (int st = 0; st < 4; st++) fs_step<NATIVE>(part, fs_word(wg0, st), fs_word(w80, st), fs_word(x0, st));
+#pragma unroll
+            for (int st = 0; st < 4; st++) fs_step<NATIVE>(part, fs_word(wg1, st), fs_word(w81, st), fs_word(x1, st));
+            acc[t][0] += part[0] * (sbg * sa0);
+            acc[t][1] += part[1] * (sbg * sa1);
+            acc[t][2] += part[2] * (sb8 * sa0);
+            acc[t][3] += part[3] * (sb8 * sa1);
         }
     }
 #pragma unroll
-    for (int e = 0; e < 2 * H; e++) red[warp][lane][e] = acc[e];
+    for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) red[warp][lane][4 * t + e] = acc[t][e];
     __syncthreads();
     if (warp != 0) return;
 #pragma unroll
-    for (int e = 0; e < 2 * H; e++) {
-        float v = red[0][lane][e];
-        for (int w = 1; w < warps; w++) v += red[w][lane][e];
-        int64_t r = e < 2 ? ra : rb, col = c0 + (e & 1);
-        if (r < m1 && col < a.N) gpu_st(a.y.p, a.y.dtype, r * a.y.stride[0] + col, a.alpha * v);
+    for (int i = 0; i < 4 * T; i++) {
+        float v = red[0][lane][i];
+        for (int w = 1; w < warps; w++) v += red[w][lane][i];
+        int t = i / 4, e = i % 4;
+        int64_t r = m0 + 8 * t + 2 * cq + (e & 1), col = e < 2 ? ng : n8;
+        if (r >= m1 || col >= a.N) continue;
+        if (a.part) a.part[((int64_t)blockIdx.z * a.M + r) * a.N + col] = v;
+        else gpu_st(a.y.p, a.y.dtype, r * a.y.stride[0] + col, a.alpha * v);
     }
 #endif
 }
@@ -583,6 +665,8 @@ static __global__ void __launch_bounds__(512) k_fp8_skinny(fp8_args a)
 static __global__ void k_split_reduce(const float *part, int splits, int64_t M, int64_t N, float alpha, dsrt_gpu_tensor y)
 {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    gpu_grid_release();
+    gpu_grid_wait();
     if (i >= M * N) return;
     float v = 0;
     for (int z = 0; z < splits; z++) v += part[z * M * N + i];
@@ -590,33 +674,50 @@ static __global__ void k_split_reduce(const float *part, int splits, int64_t M, 
     gpu_st(y.p, y.dtype, m * y.stride[0] + n, alpha * v);
 }
 
-/* Launches k_fp8_skinny: blocks of 8 weight rows x 8 activation rows (16 when a dense M needs them;
- * a grouped GEMM's tiles are 8 rows, the schedule splitting larger groups), a warp per K block up to 8
- * warps, or up to 16 when the blocks are too few to fill the device twice (narrow weights such as the
- * 576 x 7168 latent projection would otherwise leave most SMs idle). Measured on the H100: more K
- * blocks in flight per warp (registers) or 16 warps everywhere were slower, as fewer warps fit. */
-static dsrt_status fp8_skinny(const dsrt_gpu_ctx *c, fp8_args *a, const dsrt_gpu_tensor *offsets, bool native,
-                              const char *name)
+/* Launches k_fp8_gemv: blocks of 16 weight rows x 8 tokens (16 when a dense M needs them; a grouped
+ * GEMM's tiles are 8 rows, the schedule splitting larger groups), a warp per K block up to 8 warps, or
+ * up to 16 when the blocks are too few to fill the device twice (narrow weights such as the 576 x 7168
+ * latent projection would otherwise leave most SMs idle). */
+static dsrt_status fp8_gemv(const dsrt_gpu_ctx *c, fp8_args *a, const dsrt_gpu_tensor *offsets, bool native,
+                            const char *name)
 {
-    int h = !(offsets && offsets->p) && a->M > 8 ? 2 : 1;
-    unsigned tiles = gpu_blocks(a->M, 8 * h);
+    int t = !(offsets && offsets->p) && a->M > 8 ? 2 : 1;
+    unsigned tiles = gpu_blocks(a->M, 8 * t);
     if (offsets && offsets->p) {
         int *sched;
-        DSRT_TRY(group_schedule(c, offsets, (int)a->w.shape[0], a->M, 8 * h, &sched, &tiles));
+        DSRT_TRY(group_schedule(c, offsets, (int)a->w.shape[0], a->M, 8 * t, &sched, &tiles));
         a->sched = sched;
     }
     if (tiles > 65535) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: %u row tiles exceed the grid", name, tiles);
-    dim3 grid(gpu_blocks(a->N, FS_COLS), tiles);
-    int64_t cap = (int64_t)grid.x * grid.y < 2 * (int64_t)c->sm_count ? FS_WARPS : 8;
-    unsigned threads = 32 * (unsigned)(a->nkb < cap ? (a->nkb < 1 ? 1 : a->nkb) : cap);
-    if (native) {
-        if (h == 2) k_fp8_skinny<true, 2><<<grid, threads, 0, gpu_stream(c)>>>(*a);
-        else k_fp8_skinny<true, 1><<<grid, threads, 0, gpu_stream(c)>>>(*a);
-    } else {
-        if (h == 2) k_fp8_skinny<false, 2><<<grid, threads, 0, gpu_stream(c)>>>(*a);
-        else k_fp8_skinny<false, 1><<<grid, threads, 0, gpu_stream(c)>>>(*a);
+    /* Narrow weights (the 576 x 7168 latent projection: 36 blocks) cannot fill the device: their K
+     * blocks are split over up to 16 blocks of 8 warps (at least one K block per warp), and the splits'
+     * f32 partial sums are added in split order by k_split_reduce. (Splitting wide weights too, to
+     * shorten the last wave of o_proj's 448 blocks, was measured no faster.) */
+    int64_t blocks = (int64_t)gpu_blocks(a->N, FS_ROWS) * tiles, splits = 1;
+    a->kb_per = a->nkb;
+    if (!a->sched && blocks < 2 * (int64_t)c->sm_count) {
+        splits = (2 * (int64_t)c->sm_count + blocks - 1) / blocks;
+        if (splits > a->nkb / FS_WARPS) splits = a->nkb / FS_WARPS;
+        if (splits > 16) splits = 16;
+        if (splits < 1) splits = 1;
+        a->kb_per = (a->nkb + splits - 1) / splits;
+        splits = (a->nkb + a->kb_per - 1) / a->kb_per;
     }
-    GPU_CHECK_LAUNCH(name, "k_fp8_skinny");
+    if (splits > 1) DSRT_TRY(gpu_scratch(c, sizeof(float) * (size_t)(splits * a->M * a->N), (void **)&a->part));
+    dim3 grid(gpu_blocks(a->N, FS_ROWS), tiles, (unsigned)splits);
+    unsigned threads = 32 * (unsigned)(a->kb_per < FS_WARPS ? (a->kb_per < 1 ? 1 : a->kb_per) : FS_WARPS);
+    void (*k)(fp8_args) = native ? (t == 2 ? k_fp8_gemv<true, 2> : k_fp8_gemv<true, 1>)
+                                 : (t == 2 ? k_fp8_gemv<false, 2> : k_fp8_gemv<false, 1>);
+    size_t ring = sizeof(uint4) * 4 * FS_STAGES * threads;
+    DSRT_TRY(gpu_smem_limit(c, (const void *)k, ring, name));
+    gpu_launch_early(c, k, grid, dim3(threads), ring, *a);
+    GPU_CHECK_LAUNCH(name, "k_fp8_gemv");
+    if (splits > 1) {
+        int64_t total = a->M * a->N;
+        gpu_launch_early(c, k_split_reduce, dim3(gpu_blocks(total, 256)), dim3(256), 0, (const float *)a->part,
+                         (int)splits, a->M, a->N, a->alpha, a->y);
+        GPU_CHECK_LAUNCH(name, "k_split_reduce");
+    }
     return DSRT_OK;
 }
 
@@ -649,7 +750,7 @@ extern "C" dsrt_status dsrt_gpu_fp8_gemm_mma(const dsrt_gpu_ctx *c, const uint8_
     const char *sk = getenv(DSRT_GPU_ENV("FP8_SKINNY"));
     bool skinny = offsets && offsets->p ? M <= 4 * G : M <= 16;
     if (sk && *sk) skinny = strcmp(sk, "0") != 0; /* DSRT_CUDA_FP8_SKINNY=0|1: never / always (tests) */
-    if (skinny) return fp8_skinny(c, &a, offsets, native, name);
+    if (skinny) return fp8_gemv(c, &a, offsets, native, name);
     unsigned tiles = gpu_blocks(M, FM_BM);
     if (offsets && offsets->p) {
         int *sched;

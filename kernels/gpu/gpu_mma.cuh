@@ -62,7 +62,8 @@ GPU_DEV void gpu_cp_async4(void *smem, const void *gmem, int src_bytes)
 
 GPU_DEV void gpu_cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
 
-template <int N> GPU_DEV void gpu_cp_async_wait(void) { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+/* "memory": shared-memory reads after the wait stay after it. */
+template <int N> GPU_DEV void gpu_cp_async_wait(void) { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 /* Four 8x8 b16 matrices from shared memory; lane l gives the row address of matrix l/8, row l%8. */
 GPU_DEV void gpu_ldmatrix_x4(uint32_t *r, const void *row_addr)

@@ -235,6 +235,7 @@ static __global__ void k_gather_rows(dsrt_gpu_tensor x, dsrt_gpu_tensor rt, dsrt
 {
     int64_t H = x.shape[1];
     int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    gpu_grid_release();
     if (c >= H) return;
     for (int64_t r = blockIdx.y; r < R; r += gridDim.y) {
         int32_t t = gpu_i32(rt, r * rt.stride[0]);
@@ -289,6 +290,7 @@ static __global__ void k_moe_combine(dsrt_gpu_tensor yp, dsrt_gpu_tensor sr, dsr
     __shared__ int32_t rows[64];
     __shared__ float w[64];
     int64_t t = blockIdx.x, k = sr.shape[1], H = yp.shape[1], R = yp.shape[0];
+    gpu_grid_release();
     if (threadIdx.x == 0) {
         for (int j = 0; j < k; j++) { /* insertion sort: stable, as the reference */
             int i = j;

@@ -68,6 +68,7 @@ typedef struct dsrt_gpu_ctx {
     int smem_optin;     /* largest dynamic shared memory a block may ask for, bytes */
     int warp_size;
     bool use_mma;       /* tensor-core paths allowed (CUDA, sm_80+) */
+    bool early_launch;  /* programmatic dependent launch (CUDA, sm_90+): see gpu_launch_early */
     unsigned *err;      /* device-visible error word */
     /* Scratch device memory for the current op: valid until the op's kernels have run; every call
      * returns fresh space (bump allocation), 256-byte aligned. */
