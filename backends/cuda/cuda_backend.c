@@ -12,6 +12,7 @@
  * zero devices with the reason. */
 
 #include "cuda_backend.h"
+#include "dsrt/buffer.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
@@ -263,12 +264,52 @@ static dsrt_status dsrt_cuda_device_caps(void *bctx, int index, dsrt_device_caps
 
 /* ---- devices ---- */
 
+/* The FP8 GEMM engine from DSRT_<BACKEND>_FP8_GEMM and _FP8_DEQUANT_M (cuda_linear.c has the engines). */
+static dsrt_status dsrt_cuda_fp8_engine(dsrt_cuda_device *d)
+{
+    const char *m = getenv(DSRT_GPU_ENV("FP8_GEMM"));
+    /* Exact by default: our kernel for decode-sized GEMMs, and from fp8_dequant_m rows on, a bf16 GEMM of
+     * exactly dequantized operands (same products, fp32 sums). cuBLASLt's block-scaled FP8 accumulates
+     * in the tensor cores' reduced precision and moved the golden FP8 model (docs/cuda.md): opt-in. */
+    static const struct {
+        const char *name;
+        dsrt_gpu_fp8_gemm mode;
+    } modes[] = {{"exact", DSRT_GPU_FP8_EXACT}, {"own", DSRT_GPU_FP8_OWN},         {"dequant", DSRT_GPU_FP8_DEQUANT},
+                 {"auto", DSRT_GPU_FP8_AUTO},   {"library", DSRT_GPU_FP8_LIBRARY}, {"simt", DSRT_GPU_FP8_OWN}};
+    d->fp8_mode = DSRT_GPU_FP8_EXACT;
+    d->fp8_dequant_m = 256;
+    if (m && *m) {
+        size_t i = 0, n = sizeof modes / sizeof modes[0];
+        while (i < n && strcmp(m, modes[i].name) != 0) i++;
+        if (i == n)
+            return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "%s=%s: expected exact, own, dequant, auto, library or simt",
+                              DSRT_GPU_ENV("FP8_GEMM"), m);
+        d->fp8_mode = modes[i].mode;
+        d->fp8_simt = strcmp(m, "simt") == 0; /* plain cores only, for testing the portable path */
+    }
+    const char *dm = getenv(DSRT_GPU_ENV("FP8_DEQUANT_M"));
+    if (dm && *dm) {
+        char *end;
+        long long v = strtoll(dm, &end, 10);
+        if (*end || v < 1)
+            return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "%s=%s: expected a row count >= 1",
+                              DSRT_GPU_ENV("FP8_DEQUANT_M"), dm);
+        d->fp8_dequant_m = v;
+    }
+    return DSRT_OK;
+}
+
 static dsrt_status dsrt_cuda_device_open(void *bctx, int index, void **dctx)
 {
     dsrt_cuda_device *d = calloc(1, sizeof *d);
     if (!d) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory opening " DSRT_GPU_RT_NAME ":%d", index);
     d->index = index;
-    dsrt_status st = dsrt_cuda_check(gpuSetDevice(index), GPU_API("SetDevice"));
+    dsrt_status st = dsrt_cuda_fp8_engine(d);
+    if (st) {
+        free(d);
+        return dsrt_status_wrap(st, "opening " DSRT_GPU_RT_NAME ":%d: ", index);
+    }
+    st = dsrt_cuda_check(gpuSetDevice(index), GPU_API("SetDevice"));
     gpuDeviceProp p;
     if (!st) st = dsrt_cuda_check(gpuGetDeviceProperties(&p, index), GPU_API("GetDeviceProperties"));
     if (!st) {
@@ -320,17 +361,6 @@ static dsrt_status dsrt_cuda_device_open(void *bctx, int index, void **dctx)
      * kernels before them finish (gpu_launch_early). DSRT_CUDA_NO_PDL=1 turns it off. */
     d->early_launch = d->cc_major >= 9 && !getenv("DSRT_CUDA_NO_PDL");
 #endif
-    const char *m = getenv(DSRT_GPU_ENV("FP8_GEMM"));
-    /* Our kernel by default: it reproduces the official FP8 golden logits. cuBLASLt's block-scaled FP8
-     * passed its self-checks but not the golden model on CUDA 12 (docs/cuda.md), so it is opt-in. */
-    d->fp8_mode = DSRT_GPU_FP8_OWN;
-    if (m && strcmp(m, "auto") == 0) d->fp8_mode = DSRT_GPU_FP8_AUTO;
-    if (m && strcmp(m, "library") == 0) d->fp8_mode = DSRT_GPU_FP8_LIBRARY;
-    if (m && strcmp(m, "own") == 0) d->fp8_mode = DSRT_GPU_FP8_OWN;
-    if (m && strcmp(m, "simt") == 0) {
-        d->fp8_mode = DSRT_GPU_FP8_OWN;
-        d->fp8_simt = true;
-    }
     (void)bctx;
     *dctx = d;
     return DSRT_OK;
@@ -860,6 +890,80 @@ static bool dsrt_cuda_supports(void *dctx, const dsrt_op *op, char *why, size_t 
     return false;
 }
 
+/* Ops whose kernels may all launch early (gpu_launch_early): RMSNorm and the FP8 linear. Any other op
+ * starts with a normally launched kernel, which waits for everything before it. */
+static bool dsrt_cuda_op_early(const dsrt_op *op)
+{
+    return op->kind == DSRT_OP_RMS_NORM ||
+           ((op->kind == DSRT_OP_LINEAR || op->kind == DSRT_OP_LINEAR_GROUPED) && op->p.act_quant);
+}
+
+static bool dsrt_cuda_in_chain(const dsrt_cuda_stream *s, const dsrt_buffer *b)
+{
+    if (!b) return false;
+    if (s->chain_n < 0) return true;
+    const void *p = dsrt_buffer_native(b);
+    for (int i = 0; i < s->chain_n; i++)
+        if (s->chain[i] == p) return true;
+    return false;
+}
+
+/* Whether op->in[1] (a weight) may be read before an early-launched kernel waits: no op whose kernels
+ * may still run then wrote its buffer or its scales' buffer. */
+static bool dsrt_cuda_params_settled(const dsrt_cuda_stream *s, const dsrt_op *op)
+{
+    const dsrt_tensor *w = &op->in[1];
+    return w->buf && !dsrt_cuda_in_chain(s, w->buf) && !dsrt_cuda_in_chain(s, w->scale.buf);
+}
+
+static void dsrt_cuda_chain_add(dsrt_cuda_stream *s, const dsrt_buffer *b)
+{
+    if (!b || s->chain_n < 0) return;
+    if (s->chain_n == DSRT_CUDA_CHAIN) {
+        s->chain_n = -1;
+        return;
+    }
+    s->chain[s->chain_n++] = dsrt_buffer_native(b);
+}
+
+static void dsrt_cuda_track_writes(dsrt_cuda_stream *s, const dsrt_op *op)
+{
+    if (!dsrt_cuda_op_early(op)) s->chain_n = 0;
+    for (int i = 0; i < DSRT_OP_MAX_OUT; i++) {
+        dsrt_cuda_chain_add(s, op->out[i].buf);
+        dsrt_cuda_chain_add(s, op->out[i].scale.buf);
+    }
+}
+
+static dsrt_status dsrt_cuda_dispatch(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const dsrt_op *op)
+{
+    switch (op->kind) {
+    case DSRT_OP_CONVERT: return dsrt_gpu_convert(c, op);
+    case DSRT_OP_EMBED: return dsrt_gpu_embed(c, op);
+    case DSRT_OP_RMS_NORM: return dsrt_gpu_rms_norm(c, op);
+    case DSRT_OP_LAYER_NORM: return dsrt_gpu_layer_norm(c, op);
+    case DSRT_OP_ROPE: return dsrt_gpu_rope(c, op);
+    case DSRT_OP_LINEAR:
+    case DSRT_OP_LINEAR_GROUPED: return dsrt_cuda_linear(s, c, op);
+    case DSRT_OP_HEAD_LINEAR: return dsrt_cuda_head_linear(s, c, op);
+    case DSRT_OP_SWIGLU: return dsrt_gpu_swiglu(c, op);
+    case DSRT_OP_ADD: return dsrt_gpu_add(c, op);
+    case DSRT_OP_ACT_QUANT: return dsrt_gpu_act_quant(c, op);
+    case DSRT_OP_HADAMARD: return dsrt_gpu_hadamard(c, op);
+    case DSRT_OP_CACHE_WRITE: return dsrt_gpu_cache_write(c, op);
+    case DSRT_OP_MLA_PREFILL: return dsrt_gpu_mla_prefill(c, op);
+    case DSRT_OP_MLA_DECODE: return dsrt_gpu_mla_decode(c, op);
+    case DSRT_OP_INDEXER_SCORES: return dsrt_gpu_indexer_scores(c, op);
+    case DSRT_OP_TOPK: return dsrt_gpu_topk(c, op);
+    case DSRT_OP_MOE_GATE: return dsrt_gpu_moe_gate(c, op);
+    case DSRT_OP_MOE_DISPATCH: return dsrt_gpu_moe_dispatch(c, op);
+    case DSRT_OP_MOE_COMBINE: return dsrt_gpu_moe_combine(c, op);
+    case DSRT_OP_SAMPLE: return dsrt_gpu_sample(c, op);
+    case DSRT_OP_COUNT: break;
+    }
+    return dsrt_error(DSRT_CODE_INTERNAL, DSRT_GPU_RT_NAME ": op kind %d has no kernel", (int)op->kind);
+}
+
 static dsrt_status dsrt_cuda_enqueue(void *sctx, const dsrt_op *op)
 {
     dsrt_cuda_stream *s = sctx;
@@ -867,31 +971,10 @@ static dsrt_status dsrt_cuda_enqueue(void *sctx, const dsrt_op *op)
     dsrt_cuda_begin_op(s);
     dsrt_gpu_ctx c;
     dsrt_cuda_ctx(s, &c);
-    switch (op->kind) {
-    case DSRT_OP_CONVERT: return dsrt_gpu_convert(&c, op);
-    case DSRT_OP_EMBED: return dsrt_gpu_embed(&c, op);
-    case DSRT_OP_RMS_NORM: return dsrt_gpu_rms_norm(&c, op);
-    case DSRT_OP_LAYER_NORM: return dsrt_gpu_layer_norm(&c, op);
-    case DSRT_OP_ROPE: return dsrt_gpu_rope(&c, op);
-    case DSRT_OP_LINEAR:
-    case DSRT_OP_LINEAR_GROUPED: return dsrt_cuda_linear(s, &c, op);
-    case DSRT_OP_HEAD_LINEAR: return dsrt_cuda_head_linear(s, &c, op);
-    case DSRT_OP_SWIGLU: return dsrt_gpu_swiglu(&c, op);
-    case DSRT_OP_ADD: return dsrt_gpu_add(&c, op);
-    case DSRT_OP_ACT_QUANT: return dsrt_gpu_act_quant(&c, op);
-    case DSRT_OP_HADAMARD: return dsrt_gpu_hadamard(&c, op);
-    case DSRT_OP_CACHE_WRITE: return dsrt_gpu_cache_write(&c, op);
-    case DSRT_OP_MLA_PREFILL: return dsrt_gpu_mla_prefill(&c, op);
-    case DSRT_OP_MLA_DECODE: return dsrt_gpu_mla_decode(&c, op);
-    case DSRT_OP_INDEXER_SCORES: return dsrt_gpu_indexer_scores(&c, op);
-    case DSRT_OP_TOPK: return dsrt_gpu_topk(&c, op);
-    case DSRT_OP_MOE_GATE: return dsrt_gpu_moe_gate(&c, op);
-    case DSRT_OP_MOE_DISPATCH: return dsrt_gpu_moe_dispatch(&c, op);
-    case DSRT_OP_MOE_COMBINE: return dsrt_gpu_moe_combine(&c, op);
-    case DSRT_OP_SAMPLE: return dsrt_gpu_sample(&c, op);
-    case DSRT_OP_COUNT: break;
-    }
-    return dsrt_error(DSRT_CODE_INTERNAL, DSRT_GPU_RT_NAME ": op kind %d has no kernel", (int)op->kind);
+    c.params_settled = c.early_launch && dsrt_cuda_params_settled(s, op);
+    dsrt_status st = dsrt_cuda_dispatch(s, &c, op);
+    dsrt_cuda_track_writes(s, op); /* whatever was enqueued before a failure may still write */
+    return st;
 }
 
 static const dsrt_backend_vtable dsrt_cuda_vtable = {

@@ -55,7 +55,8 @@ typedef struct dsrt_cuda_device {
     gpuStream_t alloc_stream;  /* buffer allocations and frees, ordered on their own */
     unsigned *err_host;        /* error word: mapped pinned memory kernels write through err_dev */
     unsigned *err_dev;
-    dsrt_gpu_fp8_gemm fp8_mode; /* DSRT_CUDA_FP8_GEMM=own (default)|auto|library|simt */
+    dsrt_gpu_fp8_gemm fp8_mode; /* DSRT_CUDA_FP8_GEMM=exact (default)|own|dequant|auto|library|simt */
+    int64_t fp8_dequant_m;      /* exact/auto: rows from which the dequantized route runs (DSRT_CUDA_FP8_DEQUANT_M) */
     bool fp8_simt;              /* "simt": plain cores only, for testing the portable path */
     int lt_fp8_checked;         /* 0 not yet, 1 library agrees with our kernel, -1 it does not */
     char lt_fp8_note[400];
@@ -84,6 +85,8 @@ typedef struct dsrt_cuda_lt_plan {
 } dsrt_cuda_lt_plan;
 #endif
 
+#define DSRT_CUDA_CHAIN 32
+
 typedef struct dsrt_cuda_stream {
     dsrt_cuda_device *dev;
     gpuStream_t s;
@@ -96,6 +99,11 @@ typedef struct dsrt_cuda_stream {
     bool capturing;
     dsrt_cuda_block *capture_blocks;
     dsrt_status scratch_err;
+    /* Buffers written by the ops since the last one whose kernels launch normally (those wait for all
+     * earlier work): early-launched kernels of the next op may overlap their writers. -1: too many to
+     * list, nothing is settled until the next normal op. */
+    const void *chain[DSRT_CUDA_CHAIN];
+    int chain_n;
     /* pinned staging for pageable host memory */
     void *stage[2];
     gpuEvent_t stage_ev[2];

@@ -8,10 +8,12 @@
  *    DSRT_CUDA_FP8_GEMM=auto|library, Hopper uses cuBLASLt's block-scaled FP8 GEMM instead (A: 128x128
  *    weight scales, BLK128x128_32F; B: 1x128 activation scales, VEC128_32F) where it takes the shape,
  *    after a one-time self-check against exact references. It is opt-in because the golden FP8 model
- *    drifted with it (docs/cuda.md). Grouped (MoE) GEMMs always run our kernel.
+ *    drifted with it (docs/cuda.md). From DSRT_CUDA_FP8_DEQUANT_M rows on (default 256; prefill), both
+ *    operands are dequantized exactly to bf16 and the vendor's bf16 GEMM runs (linear_fp8_dequant).
+ *    Grouped (MoE) GEMMs always run our kernel.
  *  - Everything else (mixed dtypes, FP8 without act_quant, devices without tensor cores, every FP8
  *    GEMM of the HIP build): the plain kernel, fp32 products of exactly dequantized weights.
- * DSRT_CUDA_FP8_GEMM=own|auto|library|simt picks the FP8 engine (tests compare them). cuBLASLt plans
+ * DSRT_CUDA_FP8_GEMM=exact|own|dequant|auto|library|simt picks the FP8 engine (tests compare them). cuBLASLt plans
  * (descriptors, layouts, the chosen algorithm) are cached per stream: the heuristic query costs tens of
  * microseconds, more than a decode-sized GEMM. */
 
@@ -29,11 +31,10 @@
 #endif
 
 static bool al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+static size_t esize(dsrt_dtype t) { return dsrt_dtype_size(t); }
 
 #if DSRT_GPU_HAVE_LT
 #define LT_WORKSPACE (32u << 20)
-
-static size_t esize(dsrt_dtype t) { return dsrt_dtype_size(t); }
 
 static dsrt_status lt_check(cublasStatus_t st, const char *what)
 {
@@ -512,6 +513,52 @@ static dsrt_status blas_gemm(dsrt_cuda_stream *s, const dsrt_gpu_blas_gemm *g, f
 #endif
 }
 
+/* The dequantized route for prefill-sized FP8 GEMMs: the activations quantized as the official kernel
+ * does and written back as bf16 q*s, the weight dequantized to bf16 a slab of rows at a time, then the
+ * vendor's bf16 GEMM with fp32 accumulation. With power-of-two scales both dequantizations are exact,
+ * so the GEMM multiplies the same values as the FP8 GEMM and sums them in fp32 (SPEC: "fp32
+ * accumulation"); only the order of the fp32 sums differs from ours. It costs ~3 bytes of memory
+ * traffic per weight element, which prefill's arithmetic hides and decode's would not: hence the row
+ * threshold. UNIMPLEMENTED where it does not apply (f32 scales, grouped weights, no BLAS). */
+static dsrt_status linear_fp8_dequant(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const dsrt_op *op)
+{
+    dsrt_gpu_tensor x = dsrt_gpu_tensor_of(&op->in[0]), w = dsrt_gpu_tensor_of(&op->in[1]), y = dsrt_gpu_tensor_of(&op->out[0]);
+    dsrt_dtype yt = op->out[0].dtype;
+    int64_t M = x.shape[0], K = x.shape[1], N = w.shape[0];
+    if (!op->p.scale_pow2 || w.ndim != 2 || w.sdtype != DSRT_UE8M0 || !blas_types_ok(DSRT_BF16, yt) ||
+        getenv(DSRT_GPU_ENV("NO_BLAS")))
+        return dsrt_error(DSRT_CODE_UNIMPLEMENTED,
+                          "%s: the dequantized FP8 route needs power-of-two activation scales, a 2-D weight with "
+                          "UE8M0 scales, a bf16 or f32 output and the vendor BLAS",
+                          dsrt_op_name(op->kind));
+    /* weight rows per slab: ~32 MB of bf16 in whole 128-row blocks, so scratch stays bounded */
+    int64_t slab = ((int64_t)(16 << 20) / K) / 128 * 128;
+    if (slab < 128) slab = 128;
+    if (slab > N) slab = N;
+    uint16_t *xb, *wb;
+    DSRT_TRY(dsrt_cuda_scratch(s, sizeof(uint16_t) * (size_t)(M * K), (void **)&xb));
+    DSRT_TRY(dsrt_cuda_scratch(s, sizeof(uint16_t) * (size_t)(slab * K), (void **)&wb));
+    DSRT_TRY(dsrt_gpu_quantize_act_bf16(c, &x, xb));
+    for (int64_t n0 = 0; n0 < N; n0 += slab) {
+        int64_t rows = N - n0 < slab ? N - n0 : slab;
+        DSRT_TRY(dsrt_gpu_dequant_weight_bf16(c, &w, n0, rows, wb));
+        dsrt_gpu_blas_gemm g;
+        memset(&g, 0, sizeof g);
+        g.in = DSRT_BF16;
+        g.out = yt;
+        g.transa = 1;
+        g.m = rows;
+        g.n = M;
+        g.k = K;
+        g.lda = K;
+        g.ldb = K;
+        g.ldd = y.stride[0];
+        g.batch = 1;
+        DSRT_TRY(blas_gemm(s, &g, op->p.alpha, wb, xb, y.p + n0 * (int64_t)esize(yt)));
+    }
+    return DSRT_OK;
+}
+
 static dsrt_status linear_fp8(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const dsrt_op *op)
 {
     dsrt_cuda_device *d = s->dev;
@@ -523,7 +570,8 @@ static dsrt_status linear_fp8(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const 
     if (d->fp8_simt) return dsrt_gpu_linear_simt(c, op);
 #if DSRT_GPU_HAVE_LT
     cudaDataType_t yt;
-    bool lib = !grouped && d->cc_major == 9 && d->fp8_mode != DSRT_GPU_FP8_OWN && w.sblock[0] == 128 &&
+    bool lib = !grouped && d->cc_major == 9 &&
+               (d->fp8_mode == DSRT_GPU_FP8_AUTO || d->fp8_mode == DSRT_GPU_FP8_LIBRARY) && w.sblock[0] == 128 &&
                w.sblock[1] == 128 && al16(w.p) && w.stride[0] % 16 == 0 && al16(y.p) &&
                ((size_t)y.stride[0] * esize(op->out[0].dtype)) % 16 == 0 && lt_type(op->out[0].dtype, &yt) &&
                M % 4 == 0 && N % 4 == 0;
@@ -560,6 +608,13 @@ static dsrt_status linear_fp8(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const 
         return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: no vendor block-scaled FP8 GEMM in the " DSRT_GPU_RT_TITLE " backend",
                           dsrt_op_name(op->kind));
 #endif
+    bool deq = !grouped && (d->fp8_mode == DSRT_GPU_FP8_DEQUANT ||
+                            ((d->fp8_mode == DSRT_GPU_FP8_EXACT || d->fp8_mode == DSRT_GPU_FP8_AUTO) && M >= d->fp8_dequant_m));
+    if (deq) {
+        dsrt_status st = linear_fp8_dequant(s, c, op);
+        if (!st || d->fp8_mode == DSRT_GPU_FP8_DEQUANT || dsrt_status_code(st) != DSRT_CODE_UNIMPLEMENTED) return st;
+        dsrt_status_free(st); /* the route does not take this case: our kernel runs it */
+    }
     bool mma = c->use_mma && al16(w.p) && w.stride[w.ndim - 2] % 16 == 0 && (w.ndim == 2 || w.stride[0] % 16 == 0);
     if (!mma) return dsrt_gpu_linear_simt(c, op);
     uint8_t *q;

@@ -12,21 +12,53 @@
  *  - k_mla_decode_simt: any dtypes and widths, every rounding point of the reference, three passes
  *    over the positions (max, sum, weighted sum). The portable path.
  * Prefill uses the plain three-pass form (k_mla_prefill_simt).
- * With indices, k_prep_positions first sorts each row's selected positions and drops invalid and
+ * With indices, k_prep_positions first orders each row's selected positions and drops invalid and
  * repeated ones, as the reference does. */
 #include "gpu_common.cuh"
 #include "gpu_mma.cuh"
 
 #define NEG_INF (-__int_as_float(0x7f800000))
 
-/* ---- positions: sorted unique valid entries of indices[t] (0 <= p < kv_len[t]) ---- */
-static __global__ void k_prep_positions(dsrt_gpu_tensor idx, dsrt_gpu_tensor kv_len, int p2, int32_t *pos,
+/* ---- positions: sorted unique valid entries of indices[t] (0 <= p < kv_len[t]) ----
+ * When the positions a row can have fit a bitmap in shared memory (nbits, from the cache's or the
+ * keys' extent), each valid index sets its bit and one scan over the words writes the set bits in
+ * order: sorted and unique in O(nbits / 32 + k), where sorting k entries took 21 barrier rounds (a
+ * batch-1 decode step spent ~15 us per layer there). A row with a valid position past nbits (its
+ * kv_len exceeds that extent) takes the sort. */
+static __global__ void k_prep_positions(dsrt_gpu_tensor idx, dsrt_gpu_tensor kv_len, int p2, int nbits, int32_t *pos,
                                         int32_t *cnt)
 {
-    extern __shared__ int32_t s_pos[];
+    extern __shared__ int32_t s_pos[]; /* [p2], then the bitmap [nbits / 32] */
     __shared__ int red[64];
+    __shared__ int s_over;
     int64_t t = blockIdx.x, k = idx.shape[1];
     int32_t len = gpu_i32(kv_len, t * kv_len.stride[0]);
+    if (nbits > 0) {
+        uint32_t *bm = (uint32_t *)(s_pos + p2);
+        int nw = nbits / 32;
+        for (int i = threadIdx.x; i < nw; i += blockDim.x) bm[i] = 0;
+        if (threadIdx.x == 0) s_over = 0;
+        __syncthreads();
+        for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
+            int32_t p = gpu_i32(idx, t * idx.stride[0] + i);
+            if (p < 0 || p >= len) continue;
+            if (p < nbits) atomicOr(&bm[p >> 5], 1u << (p & 31));
+            else s_over = 1;
+        }
+        __syncthreads();
+        if (!s_over) { /* uniform: every thread read the same flag after the barrier */
+            int per = (nw + (int)blockDim.x - 1) / (int)blockDim.x, w0 = (int)threadIdx.x * per;
+            int w1 = w0 + per < nw ? w0 + per : nw, mine = 0;
+            for (int w = w0; w < w1; w++) mine += __popc(bm[w]);
+            int total;
+            int r = gpu_block_scan(mine, red, &total);
+            int32_t *o = pos + t * k;
+            for (int w = w0; w < w1; w++)
+                for (uint32_t b = bm[w]; b; b &= b - 1) o[r++] = w * 32 + (__ffs((int)b) - 1);
+            if (threadIdx.x == 0) cnt[t] = total;
+            return;
+        }
+    }
     for (int i = threadIdx.x; i < p2; i += blockDim.x) {
         int32_t v = 0x7fffffff;
         if (i < k) {
@@ -49,9 +81,10 @@ static __global__ void k_prep_positions(dsrt_gpu_tensor idx, dsrt_gpu_tensor kv_
     if (threadIdx.x == 0) cnt[t] = base;
 }
 
-/* Prepares positions when indices are given; *pos / *cnt stay NULL otherwise. */
+/* Prepares positions when indices are given; *pos / *cnt stay NULL otherwise. `extent`: the positions
+ * a row can reach (cache coverage or key count), which sizes the bitmap. */
 static dsrt_status prep_positions(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *idx, const dsrt_gpu_tensor *kv_len,
-                                  int64_t T, const char *op, int32_t **pos, int32_t **cnt)
+                                  int64_t T, int64_t extent, const char *op, int32_t **pos, int32_t **cnt)
 {
     *pos = NULL;
     *cnt = NULL;
@@ -64,9 +97,12 @@ static dsrt_status prep_positions(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *
                           (long long)k);
     DSRT_TRY(gpu_scratch(c, sizeof(int32_t) * (size_t)(T * k + 1), (void **)pos));
     DSRT_TRY(gpu_scratch(c, sizeof(int32_t) * (size_t)(T + 1), (void **)cnt));
-    size_t smem = (size_t)p2 * 4;
+    /* a bitmap of up to 64 KB (524288 positions) beside the sort's buffer */
+    int64_t nbits = (extent + 31) / 32 * 32;
+    if (nbits > (1 << 19) || (size_t)p2 * 4 + (size_t)nbits / 8 > (size_t)c->smem_optin) nbits = 0;
+    size_t smem = (size_t)p2 * 4 + (size_t)nbits / 8;
     DSRT_TRY(gpu_smem_limit(c, (const void *)k_prep_positions, smem, op));
-    k_prep_positions<<<(unsigned)T, 1024, smem, gpu_stream(c)>>>(*idx, *kv_len, p2, *pos, *cnt);
+    k_prep_positions<<<(unsigned)T, 1024, smem, gpu_stream(c)>>>(*idx, *kv_len, p2, (int)nbits, *pos, *cnt);
     GPU_CHECK_LAUNCH(op, "k_prep_positions");
     return DSRT_OK;
 }
@@ -597,7 +633,7 @@ extern "C" dsrt_status dsrt_gpu_mla_decode(const dsrt_gpu_ctx *c, const dsrt_op 
     int64_t T = ql.shape[0], Hh = ql.shape[1], Dc = ql.shape[2], Dr = qp.shape[2];
     if (T == 0 || Hh == 0) return DSRT_OK;
     int32_t *pos, *cnt;
-    DSRT_TRY(prep_positions(c, &idx, &kl, T, "mla_decode", &pos, &cnt));
+    DSRT_TRY(prep_positions(c, &idx, &kl, T, bt.shape[1] * (int64_t)op->p.page_size, "mla_decode", &pos, &cnt));
     if (tc_decode_ok(c, op, ql, qp, cache)) {
         tc_args a;
         decode_args(&a, ql, qp, cache, bt, rs, kl, idx, o, pos, cnt, op);
@@ -750,7 +786,7 @@ extern "C" dsrt_status dsrt_gpu_mla_prefill(const dsrt_gpu_ctx *c, const dsrt_op
     int64_t T = a.q.shape[0], Hh = a.q.shape[1];
     if (T == 0 || Hh == 0) return DSRT_OK;
     int32_t *pos, *cnt;
-    DSRT_TRY(prep_positions(c, &idx, &a.kv_len, T, "mla_prefill", &pos, &cnt));
+    DSRT_TRY(prep_positions(c, &idx, &a.kv_len, T, a.kn.shape[0], "mla_prefill", &pos, &cnt));
     a.pos = pos;
     a.cnt = cnt;
     a.pos_k = idx.p ? idx.shape[1] : 0;

@@ -100,23 +100,26 @@ extern "C" dsrt_status dsrt_gpu_embed(const dsrt_gpu_ctx *c, const dsrt_op *op)
 #define NORM_ILP 4
 
 static __global__ void k_rms_norm(dsrt_gpu_tensor x, dsrt_gpu_tensor w, dsrt_gpu_tensor res, dsrt_gpu_tensor y,
-                                  dsrt_gpu_tensor ro, float eps)
+                                  dsrt_gpu_tensor ro, float eps, int gpre)
 {
-    extern __shared__ float s_row[];
+    extern __shared__ float s_row[]; /* [D], then the gains [D] when gpre */
     __shared__ float red[64];
     int64_t D = x.shape[1], m = blockIdx.x, bd = blockDim.x;
-    float ss = 0;
+    float *s_g = s_row + D, ss = 0;
     gpu_grid_release();
     gpu_grid_wait();
+    /* with gpre the gains load beside x (one memory round trip fewer on a decode row's critical path) */
     for (int64_t i0 = threadIdx.x; i0 < D; i0 += NORM_ILP * bd) {
-        float v[NORM_ILP], r[NORM_ILP];
+        float v[NORM_ILP], r[NORM_ILP], g[NORM_ILP];
         gpu_ld_row<NORM_ILP>(x.p, x.dtype, m * x.stride[0], i0, bd, D, v);
         if (res.p) gpu_ld_row<NORM_ILP>(res.p, res.dtype, m * res.stride[0], i0, bd, D, r);
+        if (gpre) gpu_ld_row<NORM_ILP>(w.p, w.dtype, 0, i0, bd, D, g);
 #pragma unroll
         for (int e = 0; e < NORM_ILP; e++) {
             if (i0 + e * bd >= D) break;
             if (res.p) v[e] += r[e];
             s_row[i0 + e * bd] = v[e];
+            if (gpre) s_g[i0 + e * bd] = g[e];
             ss += v[e] * v[e];
         }
     }
@@ -126,7 +129,12 @@ static __global__ void k_rms_norm(dsrt_gpu_tensor x, dsrt_gpu_tensor w, dsrt_gpu
     float rn = 1.0f / sqrtf(ss / (float)D + eps);
     for (int64_t i0 = threadIdx.x; i0 < D; i0 += NORM_ILP * bd) {
         float g[NORM_ILP];
-        gpu_ld_row<NORM_ILP>(w.p, w.dtype, 0, i0, bd, D, g);
+        if (gpre) {
+#pragma unroll
+            for (int e = 0; e < NORM_ILP; e++) g[e] = i0 + e * bd < D ? s_g[i0 + e * bd] : 0.0f;
+        } else {
+            gpu_ld_row<NORM_ILP>(w.p, w.dtype, 0, i0, bd, D, g);
+        }
 #pragma unroll
         for (int e = 0; e < NORM_ILP; e++) {
             int64_t i = i0 + e * bd;
@@ -149,8 +157,11 @@ extern "C" dsrt_status dsrt_gpu_rms_norm(const dsrt_gpu_ctx *c, const dsrt_op *o
     int64_t M = x.shape[0], D = x.shape[1];
     if (M == 0) return DSRT_OK;
     size_t smem = sizeof(float) * (size_t)(D > 0 ? D : 1);
+    int gpre = M < c->sm_count && 2 * smem <= (size_t)c->smem_optin; /* decode rows: latency-bound */
+    if (gpre) smem *= 2;
     DSRT_TRY(gpu_smem_limit(c, (const void *)k_rms_norm, smem, "rms_norm"));
-    gpu_launch_early(c, k_rms_norm, dim3((unsigned)M), dim3(norm_threads(c, M, D)), smem, x, w, res, y, ro, op->p.eps);
+    gpu_launch_early(c, k_rms_norm, dim3((unsigned)M), dim3(norm_threads(c, M, D)), smem, x, w, res, y, ro, op->p.eps,
+                     gpre);
     GPU_CHECK_LAUNCH("rms_norm", "k_rms_norm");
     return DSRT_OK;
 }
@@ -378,6 +389,97 @@ extern "C" dsrt_status dsrt_gpu_quantize_act(const dsrt_gpu_ctx *c, const dsrt_g
     gpu_launch_early(c, k_quantize_act, dim3(gpu_wave_blocks(c, total)), dim3(256), 0, *x, q, scales, s_m, s_kb, nb,
                      total, pow2 ? 1 : 0);
     GPU_CHECK_LAUNCH("linear", "k_quantize_act");
+    return DSRT_OK;
+}
+
+/* The dequantized route of the FP8 GEMM (cuda_linear.c): x quantized per 1x128 block exactly as above,
+ * then written back as bf16 q*s. With a power-of-two s that product is exact in bf16 (4 significant bits),
+ * so a bf16 GEMM with fp32 accumulation sees the very values the FP8 GEMM multiplies. */
+static __global__ void k_quantize_act_bf16(dsrt_gpu_tensor x, uint16_t *xb, int64_t total8)
+{
+    gpu_grid_release();
+    gpu_grid_wait();
+    /* 8 elements a thread, 16 lanes a 128-wide block; the loop runs alike on every lane (shuffles) */
+    int64_t K = x.shape[1], per_row = K / 8;
+    bool vec = x.dtype == DSRT_BF16 && ((uintptr_t)x.p & 15) == 0 && x.stride[0] % 8 == 0;
+    for (int64_t i0 = (int64_t)blockIdx.x * blockDim.x; i0 < total8; i0 += (int64_t)gridDim.x * blockDim.x) {
+        int64_t i = i0 + threadIdx.x;
+        bool ok = i < total8;
+        int64_t m = ok ? i / per_row : 0, k = ok ? (i % per_row) * 8 : 0, at = m * x.stride[0] + k;
+        float v[8];
+        if (vec) {
+            uint4 u = ok ? *(const uint4 *)(x.p + 2 * at) : make_uint4(0, 0, 0, 0);
+            uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                v[2 * j] = gpu_bf16_to_f32((uint16_t)(w[j] & 0xffffu));
+                v[2 * j + 1] = gpu_bf16_to_f32((uint16_t)(w[j] >> 16));
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++) v[j] = ok ? gpu_ld(x.p, x.dtype, at + j) : 0.0f;
+        }
+        float amax = 0;
+#pragma unroll
+        for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(v[j]));
+#pragma unroll
+        for (int o = 8; o >= 1; o >>= 1) amax = fmaxf(amax, gpu_shfl_xor(amax, o));
+        float s = gpu_act_scale(amax, true), inv = 1.0f / s; /* s = 2^e: x * inv is x / s exactly */
+        if (!ok) continue;
+        uint32_t o4[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float qa, qb;
+            gpu_e4m3_round2(v[2 * j], v[2 * j + 1], inv, qa, qb);
+            o4[j] = (gpu_f_bits(qa * s) >> 16) | ((gpu_f_bits(qb * s) >> 16) << 16);
+        }
+        *(uint4 *)(xb + m * K + k) = make_uint4(o4[0], o4[1], o4[2], o4[3]);
+    }
+}
+
+extern "C" dsrt_status dsrt_gpu_quantize_act_bf16(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *x, uint16_t *xb)
+{
+    int64_t total8 = x->shape[0] * (x->shape[1] / 8);
+    if (total8 == 0) return DSRT_OK;
+    int64_t blocks = (total8 + 255) / 256, cap = (int64_t)c->sm_count * 8;
+    gpu_launch_early(c, k_quantize_act_bf16, dim3((unsigned)(blocks < cap ? blocks : cap)), dim3(256), 0, *x, xb,
+                     total8);
+    GPU_CHECK_LAUNCH("linear", "k_quantize_act_bf16");
+    return DSRT_OK;
+}
+
+/* Rows [n0, n0 + rows) of an e4m3 weight [N,K] with UE8M0 block scales into bf16 [rows][K]: each thread
+ * takes 8 codes of one 128-wide block (one scale). Exact: a code times 2^e has 4 significant bits. */
+static __global__ void k_dequant_weight_bf16(dsrt_gpu_tensor w, int64_t n0, int64_t rows, uint16_t *out)
+{
+    int64_t K = w.shape[1], per_row = K / 8;
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * per_row) return;
+    int64_t r = i / per_row, k = (i % per_row) * 8, n = n0 + r;
+    uint2 codes = *(const uint2 *)(w.p + n * w.stride[0] + k);
+    float s = gpu_scale_at(w, gpu_scale_row(w, 0, n) + gpu_scale_kcol(w, k / 128));
+    uint32_t o[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        uint32_t c2 = (j < 2 ? codes.x : codes.y) >> (16 * (j & 1));
+        uint32_t lo = gpu_f_bits(gpu_e4m3_to_f32((uint8_t)(c2 & 0xff)) * s) >> 16;
+        uint32_t hi = gpu_f_bits(gpu_e4m3_to_f32((uint8_t)((c2 >> 8) & 0xff)) * s) >> 16;
+        o[j] = lo | (hi << 16);
+    }
+    *(uint4 *)(out + r * K + k) = make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+extern "C" dsrt_status dsrt_gpu_dequant_weight_bf16(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *w, int64_t n0,
+                                                    int64_t rows, uint16_t *out)
+{
+    int64_t K = w->shape[1];
+    if (w->ndim != 2 || K % 8 != 0 || w->stride[0] % 8 != 0 || ((uintptr_t)w->p & 7) != 0 || w->sdtype != DSRT_UE8M0)
+        return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "linear: the dequantized FP8 route needs a 2-D e4m3 weight with "
+                                                   "8-aligned rows and UE8M0 scales");
+    int64_t n = rows * (K / 8);
+    if (n == 0) return DSRT_OK;
+    k_dequant_weight_bf16<<<gpu_blocks(n, 256), 256, 0, gpu_stream(c)>>>(*w, n0, rows, out);
+    GPU_CHECK_LAUNCH("linear", "k_dequant_weight_bf16");
     return DSRT_OK;
 }
 

@@ -31,8 +31,8 @@ static inline gpuStream_t gpu_stream(const dsrt_gpu_ctx *c) { return (gpuStream_
 /* ---- early launch (programmatic dependent launch, CUDA sm_90+) ----
  * A kernel launched by gpu_launch_early may start while the kernel before it in the stream is still
  * running (once every block of that kernel has started and called gpu_grid_release), so its launch and
- * whatever it does before gpu_grid_wait() (prefetching weights, which no kernel writes) overlap the
- * previous kernel. Such a kernel must call gpu_grid_wait() before it reads anything an earlier kernel
+ * whatever it does before gpu_grid_wait() (fetching weights that the backend knows no running kernel
+ * writes: dsrt_gpu_ctx.params_settled) overlap the previous kernel. Such a kernel must call gpu_grid_wait() before it reads anything an earlier kernel
  * wrote and before it writes anything; the wait returns when every earlier kernel has finished and its
  * writes are visible. Elsewhere (HIP, sm_80, DSRT_CUDA_NO_PDL=1) it is an ordinary launch and both calls
  * do nothing. Inside stream capture the overlap becomes a programmatic edge of the graph. */
@@ -285,6 +285,28 @@ GPU_DEV uint8_t gpu_quant_e4m3(float x, float s)
     float v = x / s;
     v = v > 448.0f ? 448.0f : v < -448.0f ? -448.0f : v;
     return gpu_f32_to_e4m3(v);
+}
+
+/* Two values quantized to e4m3 with a power-of-two scale (inv_s = 1/s, exact) and read back as f32:
+ * the values gpu_quant_e4m3 encodes. sm_89+ converts in hardware (saturating, round to nearest
+ * even: the same as clamping to +-448 first). */
+GPU_DEV void gpu_e4m3_round2(float a, float b, float inv_s, float &qa, float &qb)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890 && !defined(DSRT_GPU_HIP)
+    uint16_t q;
+    uint32_t h;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(q) : "f"(b * inv_s), "f"(a * inv_s));
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(h) : "h"(q));
+    asm("{\n.reg .f16 l, u;\nmov.b32 {l, u}, %2;\ncvt.f32.f16 %0, l;\ncvt.f32.f16 %1, u;\n}\n"
+        : "=f"(qa), "=f"(qb)
+        : "r"(h));
+#else
+    float va = a * inv_s, vb = b * inv_s;
+    va = va > 448.0f ? 448.0f : va < -448.0f ? -448.0f : va;
+    vb = vb > 448.0f ? 448.0f : vb < -448.0f ? -448.0f : vb;
+    qa = gpu_e4m3_to_f32(gpu_f32_to_e4m3(va));
+    qb = gpu_e4m3_to_f32(gpu_f32_to_e4m3(vb));
+#endif
 }
 
 /* ---- typed element access ---- */

@@ -306,6 +306,7 @@ typedef struct fp8_args {
     const int *sched;
     int64_t kb_per; /* K blocks per split (blockIdx.z) */
     float *part;    /* split-K: f32 partial sums [splits][M][N], summed by k_split_reduce */
+    int early_fetch; /* the GEMV may fetch weights before gpu_grid_wait (params_settled) */
 } fp8_args;
 
 #ifdef DSRT_GPU_HAVE_MMA
@@ -491,7 +492,8 @@ static __global__ void __launch_bounds__(256, 1) k_fp8_gemm(fp8_args a)
  * warps' sums are added in warp order at the end.
  * The weights stream through a ring in shared memory (cp.async, FS_STAGES K blocks per warp in flight;
  * only the lane that fetched a piece reads it back) and, with early launch, the first blocks are
- * requested before waiting for the kernels this one follows: the weights are nobody's output. */
+ * requested before waiting for the kernels this one follows, when the backend knows that none of
+ * those kernels writes the weight (dsrt_gpu_ctx.params_settled). */
 
 #define FS_ROWS 16   /* weight rows per block */
 #define FS_WARPS 8   /* warps of a block */
@@ -574,10 +576,14 @@ static __global__ void __launch_bounds__(256, 3) k_fp8_gemv(fp8_args a)
     uint4 *mine = fs_ring + threadIdx.x;
     int its = kb1 - kb0 > warp ? (int)((kb1 - kb0 - warp + warps - 1) / warps) : 0; /* this warp's K blocks */
     int64_t step = (int64_t)warps * 128, off = (kb0 + warp) * 128;
+    /* with settled weights (dsrt_gpu_ctx.params_settled) the first blocks are requested while the
+     * kernels before this one finish */
+    bool pre = !a.sched && a.early_fetch;
+    if (!a.sched && !pre) gpu_grid_wait();
 #pragma unroll
     for (int s = 0; s < FS_STAGES; s++) fs_fetch(mine, s, nthr, rg + off + s * step, r8 + off + s * step, s < its);
     off += FS_STAGES * step;
-    if (!a.sched) gpu_grid_wait();
+    if (pre) gpu_grid_wait();
     /* tokens: lane loads token m0 + 8t + g, and owns outputs for tokens m0 + 8t + 2cq, +1 */
     const uint8_t *xr[T];
     bool hx[T];
@@ -740,6 +746,7 @@ extern "C" dsrt_status dsrt_gpu_fp8_gemm_mma(const dsrt_gpu_ctx *c, const uint8_
     a.w_bs = w->ndim == 3 ? w->stride[0] : 0;
     a.y = *y;
     a.alpha = alpha;
+    a.early_fetch = c->params_settled;
     if (M == 0 || a.N == 0) return DSRT_OK;
     /* The native e4m3 form exists in the sm_90a image only (sm_80 code and its PTX lack it). */
     bool native = c->cc_major == 9 && c->cc_minor == 0;

@@ -43,6 +43,8 @@ extern "C" {
 #define dsrt_gpu_head_linear dsrt_gpu_hip_head_linear
 #define dsrt_gpu_linear_simt dsrt_gpu_hip_linear_simt
 #define dsrt_gpu_quantize_act dsrt_gpu_hip_quantize_act
+#define dsrt_gpu_quantize_act_bf16 dsrt_gpu_hip_quantize_act_bf16
+#define dsrt_gpu_dequant_weight_bf16 dsrt_gpu_hip_dequant_weight_bf16
 #define dsrt_gpu_fp8_gemm_mma dsrt_gpu_hip_fp8_gemm_mma
 #define dsrt_gpu_weight_scales_f32 dsrt_gpu_hip_weight_scales_f32
 #define dsrt_gpu_transpose dsrt_gpu_hip_transpose
@@ -55,9 +57,11 @@ enum {
 
 /* How the FP8 block-scaled GEMM (linear with act_quant) is done. */
 typedef enum dsrt_gpu_fp8_gemm {
-    DSRT_GPU_FP8_AUTO = 0, /* the vendor library where it takes the shape, else our kernel (opt-in) */
+    DSRT_GPU_FP8_AUTO = 0, /* the vendor library where it takes the shape, else as EXACT (opt-in) */
     DSRT_GPU_FP8_LIBRARY,  /* the vendor library only (fails when it refuses) */
-    DSRT_GPU_FP8_OWN,      /* our kernel only (the default) */
+    DSRT_GPU_FP8_OWN,      /* our kernel only */
+    DSRT_GPU_FP8_EXACT,    /* the default: our kernel below fp8_dequant_m rows, the dequantized route above */
+    DSRT_GPU_FP8_DEQUANT,  /* the dequantized route only (fails where it cannot run) */
 } dsrt_gpu_fp8_gemm;
 
 typedef struct dsrt_gpu_ctx {
@@ -69,6 +73,9 @@ typedef struct dsrt_gpu_ctx {
     int warp_size;
     bool use_mma;       /* tensor-core paths allowed (CUDA, sm_80+) */
     bool early_launch;  /* programmatic dependent launch (CUDA, sm_90+): see gpu_launch_early */
+    /* The op's weight (in[1] and its scales) is not the output of any op whose kernels may still run
+     * when an early-launched kernel of this op starts: such a kernel may read it before waiting. */
+    bool params_settled;
     unsigned *err;      /* device-visible error word */
     /* Scratch device memory for the current op: valid until the op's kernels have run; every call
      * returns fresh space (bump allocation), 256-byte aligned. */
@@ -125,6 +132,13 @@ dsrt_status dsrt_gpu_linear_simt(const dsrt_gpu_ctx *c, const dsrt_op *op);
  * scales[m * s_m + kb * s_kb]. */
 dsrt_status dsrt_gpu_quantize_act(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *x, bool pow2, uint8_t *q,
                                   float *scales, int64_t s_m, int64_t s_kb);
+/* The dequantized FP8 route: x [M,K] (K % 128 == 0) quantized per 1x128 block with power-of-two scales
+ * and written as bf16 q*s into xb [M][K] (exact). */
+dsrt_status dsrt_gpu_quantize_act_bf16(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *x, uint16_t *xb);
+/* Rows [n0, n0 + rows) of a 2-D e4m3 weight with UE8M0 scales as bf16 [rows][K] (exact); UNIMPLEMENTED
+ * for other layouts. */
+dsrt_status dsrt_gpu_dequant_weight_bf16(const dsrt_gpu_ctx *c, const dsrt_gpu_tensor *w, int64_t n0, int64_t rows,
+                                         uint16_t *out);
 /* The official FP8 GEMM on tensor cores from quantized activations: q [M,K] e4m3 (row stride K),
  * qs f32 scales [M][K/128] (row stride K/128), weight e4m3 with scales; grouped when offsets is
  * given (weight [G,N,K]). Needs use_mma. */

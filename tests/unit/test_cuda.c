@@ -534,16 +534,20 @@ END_TEST
 /* The FP8 GEMM engines one by one: each opens its own device instance with DSRT_<BACKEND>_FP8_GEMM set. */
 START_TEST(t_linear_fp8_engines)
 {
-    /* own: the few-rows kernel up to 16 rows, 128-row tiles above; own-tiles: 128-row tiles always */
-    const char *modes[] = {"own", "simt", "library", "own-tiles"};
+    /* own: the few-rows kernel up to 16 rows, 128-row tiles above; own-tiles: 128-row tiles always;
+     * dequant: bf16 GEMM of exactly dequantized operands at every size; exact (the default): own below
+     * 256 rows, dequant from there (the 520-row shape). One shape takes f32 activations. */
+    const char *modes[] = {"own", "simt", "library", "own-tiles", "dequant", "exact"};
+    const int nmodes = (int)(sizeof modes / sizeof modes[0]);
     dsrt_device *saved = g_gpu;
     dsrt_stream *saved_s = g_gs;
     char env[48], skinny[48];
     gpu_env("FP8_GEMM", env, sizeof env);
     gpu_env("FP8_SKINNY", skinny, sizeof skinny);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < nmodes; i++) {
         setenv(env, i == 3 ? "own" : modes[i], 1);
         if (i == 3) setenv(skinny, "0", 1);
+        else unsetenv(skinny);
         dsrt_device *d;
         ck_ok(dsrt_device_open_by_name(g_dev_name, &d));
         dsrt_stream *s;
@@ -553,12 +557,13 @@ START_TEST(t_linear_fp8_engines)
         /* an aligned prefill shape, and ragged ones: prefill and chunk sizes that are not multiples of the
          * tile, weight row counts that leave a partial scale block, K with a block count not a multiple of 4,
          * and the tiny golden models' shapes (K of one or two blocks) */
-        const int64_t shapes[][3] = {{128, 768, 2048}, {20, 392, 640}, {12, 1536, 7168}, {20, 160, 128}, {20, 384, 128}, {28, 128, 256}};
+        const int64_t shapes[][3] = {{128, 768, 2048}, {20, 392, 640}, {12, 1536, 7168}, {20, 160, 128},
+                                     {20, 384, 128},  {28, 128, 256}, {520, 200, 384}};
         for (int k = 0; k < (int)(sizeof shapes / sizeof shapes[0]); k++) {
             int64_t M = shapes[k][0], N = shapes[k][1], K = shapes[k][2];
             char what[96];
             pt x, w, y;
-            pt_rand(&x, DSRT_BF16, 2, SH(M, K), 1.0f);
+            pt_rand(&x, k == 4 ? DSRT_F32 : DSRT_BF16, 2, SH(M, K), 1.0f);
             pt_fp8_weight(&w, 2, SH(N, K), DSRT_UE8M0);
             pt_out(&y, DSRT_BF16, 2, SH(M, N));
             pop p = pop_init(DSRT_OP_LINEAR);
@@ -583,6 +588,22 @@ START_TEST(t_linear_fp8_engines)
         }
         dsrt_stream_release(s);
         dsrt_device_release(d);
+    }
+    /* a misspelt engine or threshold is refused when the device opens, naming the variable */
+    const char *bad[][2] = {{"dequnt", NULL}, {"exact", "0"}, {"exact", "12x"}};
+    char dm[48];
+    gpu_env("FP8_DEQUANT_M", dm, sizeof dm);
+    for (int i = 0; i < 3; i++) {
+        setenv(env, bad[i][0], 1);
+        if (bad[i][1]) setenv(dm, bad[i][1], 1);
+        dsrt_device *d = NULL;
+        dsrt_status st = dsrt_device_open_by_name(g_dev_name, &d);
+        ck_assert_msg(st != NULL, "%s=%s %s=%s was accepted", env, bad[i][0], dm, bad[i][1] ? bad[i][1] : "");
+        ck_assert_int_eq(dsrt_status_code(st), DSRT_CODE_INVALID_ARGUMENT);
+        ck_assert_msg(strstr(dsrt_status_message(st), bad[i][1] ? dm : env) != NULL, "message: %s",
+                      dsrt_status_message(st));
+        dsrt_status_free(st);
+        unsetenv(dm);
     }
     unsetenv(env);
     unsetenv(skinny);
@@ -752,8 +773,10 @@ START_TEST(t_cache_write)
 }
 END_TEST
 
+/* past: row 0's kv_len reaches that many positions beyond what its block table covers (those are
+ * skipped; with indices, the GPU's position bitmap cannot hold them and the row takes the sort) */
 static void decode_case(const char *what, int T, int Hh, int ctx, int ksel, dsrt_dtype qdt, dsrt_cache_format fmt,
-                        const char *env)
+                        const char *env, int past)
 {
     int Dc = 512, Dr = 64, page = 64;
     paged pc;
@@ -766,13 +789,15 @@ static void decode_case(const char *what, int T, int Hh, int ctx, int ksel, dsrt
         rsv[t] = t;
         klv[t] = t == 0 ? ctx : 1 + (int32_t)(dsrt_rng_next(&g_rng) % (uint64_t)ctx);
     }
+    if (past) klv[0] = (ctx + page - 1) / page * page + past;
     if (T > 1) klv[1] = 1;
     pt_from_i32(&rs, 1, SH(T), rsv);
     pt_from_i32(&kl, 1, SH(T), klv);
     memset(&idx, 0, sizeof idx);
     if (ksel) {
         int32_t *iv = malloc(sizeof(int32_t) * (size_t)(T * ksel));
-        for (int i = 0; i < T * ksel; i++) iv[i] = (int32_t)(dsrt_rng_next(&g_rng) % (uint64_t)(ctx + 20)) - 10;
+        for (int i = 0; i < T * ksel; i++)
+            iv[i] = (int32_t)(dsrt_rng_next(&g_rng) % (uint64_t)(ctx + 20 + 2 * past)) - 10;
         iv[0] = iv[1]; /* a repeated position */
         pt_from_i32(&idx, 2, SH(T, ksel), iv);
         free(iv);
@@ -804,13 +829,14 @@ static void decode_case(const char *what, int T, int Hh, int ctx, int ksel, dsrt
 
 START_TEST(t_mla_decode)
 {
-    decode_case("bf16 q, FP8 cache, 128 heads, T=4 ctx<=1000", 4, 128, 1000, 0, DSRT_BF16, DSRT_CACHE_FP8, NULL);
-    decode_case("same, top-256 selected positions (DSA)", 4, 128, 1000, 256, DSRT_BF16, DSRT_CACHE_FP8, NULL);
-    decode_case("T=1 (split positions, combine), 16 heads", 1, 16, 3000, 0, DSRT_BF16, DSRT_CACHE_FP8, NULL);
-    decode_case("bf16 cache (PLAIN)", 3, 64, 700, 0, DSRT_BF16, DSRT_CACHE_PLAIN, NULL);
-    decode_case("f32 q (plain cores, fp32 throughout)", 3, 8, 300, 0, DSRT_F32, DSRT_CACHE_FP8, NULL);
+    decode_case("bf16 q, FP8 cache, 128 heads, T=4 ctx<=1000", 4, 128, 1000, 0, DSRT_BF16, DSRT_CACHE_FP8, NULL, 0);
+    decode_case("same, top-256 selected positions (DSA)", 4, 128, 1000, 256, DSRT_BF16, DSRT_CACHE_FP8, NULL, 0);
+    decode_case("DSA, kv_len past the block table", 2, 128, 1000, 256, DSRT_BF16, DSRT_CACHE_FP8, NULL, 100);
+    decode_case("T=1 (split positions, combine), 16 heads", 1, 16, 3000, 0, DSRT_BF16, DSRT_CACHE_FP8, NULL, 0);
+    decode_case("bf16 cache (PLAIN)", 3, 64, 700, 0, DSRT_BF16, DSRT_CACHE_PLAIN, NULL, 0);
+    decode_case("f32 q (plain cores, fp32 throughout)", 3, 8, 300, 0, DSRT_F32, DSRT_CACHE_FP8, NULL, 0);
     decode_case("bf16 q, plain cores (exact rounding points)", 2, 16, 500, 64, DSRT_BF16, DSRT_CACHE_FP8,
-                "MLA_SIMT");
+                "MLA_SIMT", 0);
 }
 END_TEST
 

@@ -501,8 +501,8 @@ int dsrt_bench_ops(dsrt_device *dev, const char *filter, double measured_gbs, FI
     for (int i = 0; i < 2; i++)
         for (int which = 1; which <= 3; which++) case_indexer(&b, filter, tis[i], 131072 / s, which);
     static const int64_t nk[][2] = {{2112, 7168}, {24576, 1536}, {32768, 512}, {7168, 16384}, {4096, 7168}, {7168, 2048}};
-    int64_t ms[4] = {1, 64, 128, 4096}; /* 1: a decode step's GEMV */
-    for (int mi = 0; mi < 4; mi++)
+    int64_t ms[5] = {1, 64, 128, 512, 4096}; /* 1: a decode step's GEMV; 512: a prefill chunk */
+    for (int mi = 0; mi < 5; mi++)
         for (size_t j = 0; j < sizeof nk / sizeof nk[0]; j++) {
             int64_t M = b.small ? (ms[mi] + 15) / 16 : ms[mi], N = b.small ? nk[j][0] / 8 : nk[j][0],
                     K = b.small ? nk[j][1] / 8 : nk[j][1];
