@@ -513,6 +513,26 @@ static dsrt_status blas_gemm(dsrt_cuda_stream *s, const dsrt_gpu_blas_gemm *g, f
 #endif
 }
 
+/* y [n][m] (row stride ldy) = alpha * x [n][k] (ldx) W [m][k]^T (ldw), all of dtype `in` but y (`out`),
+ * through the vendor BLAS: the shape of every linear it runs. */
+static dsrt_status blas_linear(dsrt_cuda_stream *s, dsrt_dtype in, dsrt_dtype out, int64_t m, int64_t n, int64_t k,
+                               const void *W, int64_t ldw, const void *x, int64_t ldx, void *y, int64_t ldy, float alpha)
+{
+    dsrt_gpu_blas_gemm g;
+    memset(&g, 0, sizeof g);
+    g.in = in;
+    g.out = out;
+    g.transa = 1;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.lda = ldw;
+    g.ldb = ldx;
+    g.ldd = ldy;
+    g.batch = 1;
+    return blas_gemm(s, &g, alpha, W, x, y);
+}
+
 /* The dequantized route for prefill-sized FP8 GEMMs: the activations quantized as the official kernel
  * does and written back as bf16 q*s, the weight dequantized to bf16 a slab of rows at a time, then the
  * vendor's bf16 GEMM with fp32 accumulation. With power-of-two scales both dequantizations are exact,
@@ -525,8 +545,13 @@ static dsrt_status linear_fp8_dequant(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c
     dsrt_gpu_tensor x = dsrt_gpu_tensor_of(&op->in[0]), w = dsrt_gpu_tensor_of(&op->in[1]), y = dsrt_gpu_tensor_of(&op->out[0]);
     dsrt_dtype yt = op->out[0].dtype;
     int64_t M = x.shape[0], K = x.shape[1], N = w.shape[0];
+#if DSRT_GPU_HAVE_LT
+    bool blas_ok = true;
+#else
+    bool blas_ok = s->dev->blas && !s->capturing; /* as blas_gemm decides, before any kernel is spent */
+#endif
     if (!op->p.scale_pow2 || w.ndim != 2 || w.sdtype != DSRT_UE8M0 || !blas_types_ok(DSRT_BF16, yt) ||
-        getenv(DSRT_GPU_ENV("NO_BLAS")))
+        getenv(DSRT_GPU_ENV("NO_BLAS")) || !blas_ok)
         return dsrt_error(DSRT_CODE_UNIMPLEMENTED,
                           "%s: the dequantized FP8 route needs power-of-two activation scales, a 2-D weight with "
                           "UE8M0 scales, a bf16 or f32 output and the vendor BLAS",
@@ -542,19 +567,8 @@ static dsrt_status linear_fp8_dequant(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c
     for (int64_t n0 = 0; n0 < N; n0 += slab) {
         int64_t rows = N - n0 < slab ? N - n0 : slab;
         DSRT_TRY(dsrt_gpu_dequant_weight_bf16(c, &w, n0, rows, wb));
-        dsrt_gpu_blas_gemm g;
-        memset(&g, 0, sizeof g);
-        g.in = DSRT_BF16;
-        g.out = yt;
-        g.transa = 1;
-        g.m = rows;
-        g.n = M;
-        g.k = K;
-        g.lda = K;
-        g.ldb = K;
-        g.ldd = y.stride[0];
-        g.batch = 1;
-        DSRT_TRY(blas_gemm(s, &g, op->p.alpha, wb, xb, y.p + n0 * (int64_t)esize(yt)));
+        DSRT_TRY(blas_linear(s, DSRT_BF16, yt, rows, M, K, wb, K, xb, K, y.p + n0 * (int64_t)esize(yt), y.stride[0],
+                             op->p.alpha));
     }
     return DSRT_OK;
 }
@@ -632,20 +646,9 @@ dsrt_status dsrt_cuda_linear(dsrt_cuda_stream *s, const dsrt_gpu_ctx *c, const d
     const dsrt_tensor *x = &op->in[0], *w = &op->in[1], *y = &op->out[0];
     if (op->kind == DSRT_OP_LINEAR && w->dtype == x->dtype && blas_types_ok(x->dtype, y->dtype) &&
         !getenv(DSRT_GPU_ENV("NO_BLAS")) && x->shape[0] > 0 && w->shape[0] > 0) {
-        dsrt_gpu_blas_gemm g;
-        memset(&g, 0, sizeof g);
-        g.in = x->dtype;
-        g.out = y->dtype;
-        g.transa = 1;
-        g.m = w->shape[0];
-        g.n = x->shape[0];
-        g.k = x->shape[1];
-        g.lda = w->stride[0];
-        g.ldb = x->stride[0];
-        g.ldd = y->stride[0];
-        g.batch = 1;
         dsrt_gpu_tensor gx = dsrt_gpu_tensor_of(x), gw = dsrt_gpu_tensor_of(w), gy = dsrt_gpu_tensor_of(y);
-        dsrt_status st = blas_gemm(s, &g, op->p.alpha, gw.p, gx.p, gy.p);
+        dsrt_status st = blas_linear(s, x->dtype, y->dtype, w->shape[0], x->shape[0], x->shape[1], gw.p, w->stride[0],
+                                     gx.p, x->stride[0], gy.p, y->stride[0], op->p.alpha);
         if (!st || dsrt_status_code(st) != DSRT_CODE_UNIMPLEMENTED) return st;
         dsrt_status_free(st);
     }
