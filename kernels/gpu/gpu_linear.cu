@@ -307,6 +307,7 @@ typedef struct fp8_args {
     int64_t kb_per; /* K blocks per split (blockIdx.z) */
     float *part;    /* split-K: f32 partial sums [splits][M][N], summed by k_split_reduce */
     int early_fetch; /* the GEMV may fetch weights before gpu_grid_wait (params_settled) */
+    int ws_rows;     /* the GEMV's weight-scale rows per 16-row block: 1 or 16 */
 } fp8_args;
 
 #ifdef DSRT_GPU_HAVE_MMA
@@ -490,22 +491,27 @@ static __global__ void __launch_bounds__(256, 1) k_fp8_gemm(fp8_args a)
  * the lane's 4-byte word s of those 32 bytes, the same permutation for both operands, which leaves each
  * block's dot products unchanged. Each block is promoted with sa * sb in K order within a warp, and the
  * warps' sums are added in warp order at the end.
- * The weights stream through a ring in shared memory (cp.async, FS_STAGES K blocks per warp in flight;
- * only the lane that fetched a piece reads it back) and, with early launch, the first blocks are
- * requested before waiting for the kernels this one follows, when the backend knows that none of
- * those kernels writes the weight (dsrt_gpu_ctx.params_settled). */
+ * Nothing in the K loop waits on global memory but the ring: weights and activations stream through
+ * it (cp.async, FS_STAGES K blocks per warp in flight; only the lane that fetched a piece reads it
+ * back; lanes without a token get zeros), and the block's weight and activation scales are copied to
+ * shared tables first (a scale read from global memory in the loop put an L2 round trip into every
+ * iteration). With early launch the first weight blocks and the weight scales are read before
+ * waiting for the kernels this one follows, when the backend knows that none of those kernels writes
+ * the weight (dsrt_gpu_ctx.params_settled). */
 
 #define FS_ROWS 16   /* weight rows per block */
 #define FS_WARPS 8   /* warps of a block */
-#define FS_STAGES 3  /* K blocks per warp in flight */
+#define FS_STAGES 3  /* K blocks per warp in flight (2 and 4 measured slower on the decode step) */
+#define FS_PIECES(T) (4 + 2 * (T)) /* 16-byte ring pieces per lane and stage: weights, then tokens */
 
-#ifdef DSRT_GPU_HAVE_MMA
-GPU_DEV uint4 fs_load(const uint8_t *p, bool ok)
+/* Shared memory of a k_fp8_gemv block: the ring, the weight-scale table [kb][wrows], the activation-
+ * scale table [kb][8T]. */
+static size_t fs_smem_bytes(int T, unsigned threads, int64_t kb_per, int wrows)
 {
-    uint4 z = {0, 0, 0, 0};
-    return ok ? *(const uint4 *)p : z;
+    return sizeof(uint4) * FS_PIECES(T) * FS_STAGES * threads + sizeof(float) * (size_t)kb_per * (wrows + 8 * T);
 }
 
+#ifdef DSRT_GPU_HAVE_MMA
 /* Four e4m3 (bytes 0..3 of w) as two f16x2: bytes 0,1 -> lo, bytes 2,3 -> hi. */
 template <bool NATIVE> GPU_DEV void fs_cvt(uint32_t w, uint32_t &lo, uint32_t &hi)
 {
@@ -534,28 +540,45 @@ template <bool NATIVE> GPU_DEV void fs_step(float *part, uint32_t wg, uint32_t w
 GPU_DEV uint32_t fs_word(const uint4 &v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 
 /* Lane's four 16-byte weight pieces of a K block (rows g and g+8) into ring slot `slot`. */
-GPU_DEV void fs_fetch(uint4 *mine, int slot, int nthr, const uint8_t *rg, const uint8_t *r8, bool ok)
+template <int P>
+GPU_DEV void fs_fetch_w(uint4 *mine, int slot, int nthr, const uint8_t *rg, const uint8_t *r8, bool ok)
+{
+    if (!ok) return;
+    uint4 *d = mine + P * slot * nthr;
+    gpu_cp_async16(d, rg, 16);
+    gpu_cp_async16(d + nthr, rg + 64, 16);
+    gpu_cp_async16(d + 2 * nthr, r8, 16);
+    gpu_cp_async16(d + 3 * nthr, r8 + 64, 16);
+}
+
+/* Lane's two 16-byte pieces of token g of each token group (zeros for absent tokens), then the
+ * commit: one group per slot, empty or not, so the wait counts stay fixed. */
+template <int T>
+GPU_DEV void fs_fetch_x(uint4 *mine, int slot, int nthr, const uint8_t *const *xr, const bool *hx, int64_t off, bool ok)
 {
     if (ok) {
-        gpu_cp_async16(mine + (4 * slot + 0) * nthr, rg, 16);
-        gpu_cp_async16(mine + (4 * slot + 1) * nthr, rg + 64, 16);
-        gpu_cp_async16(mine + (4 * slot + 2) * nthr, r8, 16);
-        gpu_cp_async16(mine + (4 * slot + 3) * nthr, r8 + 64, 16);
+        uint4 *d = mine + (FS_PIECES(T) * slot + 4) * nthr;
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            gpu_cp_async16(d + 2 * t * nthr, xr[t] + off, hx[t] ? 16 : 0);
+            gpu_cp_async16(d + (2 * t + 1) * nthr, xr[t] + off + 64, hx[t] ? 16 : 0);
+        }
     }
-    gpu_cp_async_commit(); /* one group per slot, empty or not, so the wait counts stay fixed */
+    gpu_cp_async_commit();
 }
 #endif
 
 /* T token groups of 8 (T = 2 for dense M of 9..16). */
 template <bool NATIVE, int T>
-static __global__ void __launch_bounds__(256, 3) k_fp8_gemv(fp8_args a)
+static __global__ void __launch_bounds__(256, 2) k_fp8_gemv(fp8_args a)
 {
 #ifdef DSRT_GPU_HAVE_MMA
 #if __CUDA_ARCH__ < 890
     if (NATIVE) return;
 #endif
     __shared__ float red[FS_WARPS][32][4 * T];
-    extern __shared__ uint4 fs_ring[]; /* [FS_STAGES][4][threads] */
+    extern __shared__ uint4 fs_ring[]; /* [FS_STAGES][P][threads], then the scale tables */
+    constexpr int P = FS_PIECES(T);
     int64_t grp = 0, m0, m1;
     gpu_grid_release();
     if (a.sched) {
@@ -566,83 +589,81 @@ static __global__ void __launch_bounds__(256, 3) k_fp8_gemv(fp8_args a)
         m1 = m0 + 8 * T < a.M ? m0 + 8 * T : a.M;
     }
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, cq = lane % 4, warps = blockDim.x / 32;
+    int nthr = blockDim.x, tid = threadIdx.x, wrows = a.ws_rows;
     int64_t n0 = (int64_t)blockIdx.x * FS_ROWS, nkb = a.nkb, ng = n0 + g, n8 = n0 + g + 8;
     /* this block's K blocks: [kb0, kb1) of split blockIdx.z; warp w starts at kb0 + w */
     int64_t kb0 = (int64_t)blockIdx.z * a.kb_per, kb1 = kb0 + a.kb_per < nkb ? kb0 + a.kb_per : nkb;
+    int kbn = (int)(kb1 - kb0);
+    float *wsc = (float *)(fs_ring + P * FS_STAGES * nthr); /* [kb][wrows], unscale folded in */
+    float *asc = wsc + (size_t)a.kb_per * wrows;           /* [kb][8T]: 0 past the tile */
     /* weight rows n0 + g, n0 + g + 8 (row n0 stands in past N: those outputs are not stored) */
     const uint8_t *wb = (const uint8_t *)a.w.p + grp * a.w_bs + cq * 16;
     const uint8_t *rg = wb + (ng < a.N ? ng : n0) * a.w_rs, *r8 = wb + (n8 < a.N ? n8 : n0) * a.w_rs;
-    int nthr = blockDim.x, slot = 0;
-    uint4 *mine = fs_ring + threadIdx.x;
-    int its = kb1 - kb0 > warp ? (int)((kb1 - kb0 - warp + warps - 1) / warps) : 0; /* this warp's K blocks */
+    uint4 *mine = fs_ring + tid;
+    int its = kbn > warp ? (kbn - warp + warps - 1) / warps : 0; /* this warp's K blocks */
     int64_t step = (int64_t)warps * 128, off = (kb0 + warp) * 128;
-    /* with settled weights (dsrt_gpu_ctx.params_settled) the first blocks are requested while the
-     * kernels before this one finish */
+    float unscale = NATIVE ? 1.0f : DSRT_FP8_F16_UNSCALE;
+    /* with settled weights (dsrt_gpu_ctx.params_settled) the first weight blocks and the weight
+     * scales are read while the kernels before this one finish */
     bool pre = !a.sched && a.early_fetch;
     if (!a.sched && !pre) gpu_grid_wait();
 #pragma unroll
-    for (int s = 0; s < FS_STAGES; s++) fs_fetch(mine, s, nthr, rg + off + s * step, r8 + off + s * step, s < its);
-    off += FS_STAGES * step;
+    for (int s = 0; s < FS_STAGES; s++) fs_fetch_w<P>(mine, s, nthr, rg + off + s * step, r8 + off + s * step, s < its);
+    for (int i = tid; i < kbn * wrows; i += nthr) {
+        int j = i / wrows, r = i % wrows;
+        int64_t n = n0 + r < a.N ? n0 + r : n0;
+        wsc[i] = unscale * gpu_scale_at(a.w, gpu_scale_row(a.w, grp, n) + gpu_scale_kcol(a.w, kb0 + j));
+    }
     if (pre) gpu_grid_wait();
+    for (int i = tid; i < kbn * 8 * T; i += nthr) {
+        int j = i / (8 * T), r = i % (8 * T);
+        asc[i] = m0 + r < m1 ? a.qs[(m0 + r) * nkb + kb0 + j] : 0.0f;
+    }
     /* tokens: lane loads token m0 + 8t + g, and owns outputs for tokens m0 + 8t + 2cq, +1 */
     const uint8_t *xr[T];
     bool hx[T];
-    const float *qs[T][2];
-    bool hq[T][2];
 #pragma unroll
     for (int t = 0; t < T; t++) {
         int64_t r = m0 + 8 * t + g;
         hx[t] = r < m1;
-        xr[t] = a.q + (hx[t] ? r : m0) * a.K + cq * 16 + off - FS_STAGES * step;
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-            int64_t ro = m0 + 8 * t + 2 * cq + e;
-            hq[t][e] = ro < m1;
-            qs[t][e] = a.qs + (hq[t][e] ? ro : m0) * nkb + kb0 + warp;
-        }
+        xr[t] = a.q + (hx[t] ? r : m0) * a.K + cq * 16;
     }
-    float unscale = NATIVE ? 1.0f : DSRT_FP8_F16_UNSCALE;
-    bool ue = a.w.sdtype == DSRT_UE8M0;
-    int esz = ue ? 1 : 4, per = a.w.sblock[1] / 128;
-    int64_t ssc = a.w.sstride[a.w.ndim - 1] * esz;
-    const char *sg = a.w.sp + gpu_scale_row(a.w, grp, ng < a.N ? ng : n0) * esz;
-    const char *s8 = a.w.sp + gpu_scale_row(a.w, grp, n8 < a.N ? n8 : n0) * esz;
-    /* the scale column of K block kb is kb / per, kept as kq and kr = kb % per while kb steps */
-    int kq = (int)(kb0 + warp) / per, kr = (int)(kb0 + warp) % per, dq = warps / per, dr = warps % per;
+#pragma unroll
+    for (int s = 0; s < FS_STAGES; s++) fs_fetch_x<T>(mine, s, nthr, xr, hx, off + s * step, s < its);
+    off += FS_STAGES * step;
+    __syncthreads(); /* the scale tables */
+    int rgw = wrows == 1 ? 0 : g, r8w = wrows == 1 ? 0 : g + 8;
     float acc[T][4];
 #pragma unroll
     for (int t = 0; t < T; t++)
 #pragma unroll
         for (int e = 0; e < 4; e++) acc[t][e] = 0;
+    int slot = 0;
     for (int it = 0; it < its; it++) {
         gpu_cp_async_wait<FS_STAGES - 1>();
-        uint4 wg0 = mine[(4 * slot + 0) * nthr], wg1 = mine[(4 * slot + 1) * nthr];
-        uint4 w80 = mine[(4 * slot + 2) * nthr], w81 = mine[(4 * slot + 3) * nthr];
+        const uint4 *d = mine + P * slot * nthr;
+        int j = warp + it * warps;
+        uint4 wg0 = d[0], wg1 = d[nthr], w80 = d[2 * nthr], w81 = d[3 * nthr];
+        uint4 xv[2 * T];
+#pragma unroll
+        for (int i = 0; i < 2 * T; i++) xv[i] = d[(4 + i) * nthr];
         asm volatile("" ::: "memory"); /* the slot is read before it is refilled */
-        fs_fetch(mine, slot, nthr, rg + off, r8 + off, it + FS_STAGES < its);
+        bool more = it + FS_STAGES < its;
+        fs_fetch_w<P>(mine, slot, nthr, rg + off, r8 + off, more);
+        fs_fetch_x<T>(mine, slot, nthr, xr, hx, off, more);
         off += step;
         slot = slot + 1 == FS_STAGES ? 0 : slot + 1;
-        int64_t kc = kq * ssc;
-        kq += dq;
-        kr += dr;
-        if (kr >= per) {
-            kr -= per;
-            kq++;
-        }
-        float sbg = unscale * (ue ? gpu_ue8m0_to_f32((uint8_t)sg[kc]) : *(const float *)(sg + kc));
-        float sb8 = unscale * (ue ? gpu_ue8m0_to_f32((uint8_t)s8[kc]) : *(const float *)(s8 + kc));
+        float sbg = wsc[j * wrows + rgw], sb8 = wsc[j * wrows + r8w];
 #pragma unroll
         for (int t = 0; t < T; t++) {
-            uint4 x0 = fs_load(xr[t], hx[t]), x1 = fs_load(xr[t] + 64, hx[t]);
-            xr[t] += step;
-            float sa0 = hq[t][0] ? *qs[t][0] : 0.0f, sa1 = hq[t][1] ? *qs[t][1] : 0.0f;
-            qs[t][0] += warps;
-            qs[t][1] += warps;
+            float sa0 = asc[j * 8 * T + 8 * t + 2 * cq], sa1 = asc[j * 8 * T + 8 * t + 2 * cq + 1];
             float part[4] = {0, 0, 0, 0};
 #pragma unroll
-            for (int st = 0; st < 4; st++) fs_step<NATIVE>(part, fs_word(wg0, st), fs_word(w80, st), fs_word(x0, st));
+            for (int st = 0; st < 4; st++)
+                fs_step<NATIVE>(part, fs_word(wg0, st), fs_word(w80, st), fs_word(xv[2 * t], st));
 #pragma unroll
-            for (int st = 0; st < 4; st++) fs_step<NATIVE>(part, fs_word(wg1, st), fs_word(w81, st), fs_word(x1, st));
+            for (int st = 0; st < 4; st++)
+                fs_step<NATIVE>(part, fs_word(wg1, st), fs_word(w81, st), fs_word(xv[2 * t + 1], st));
             acc[t][0] += part[0] * (sbg * sa0);
             acc[t][1] += part[1] * (sbg * sa1);
             acc[t][2] += part[2] * (sb8 * sa0);
@@ -681,9 +702,8 @@ static __global__ void k_split_reduce(const float *part, int splits, int64_t M, 
 }
 
 /* Launches k_fp8_gemv: blocks of 16 weight rows x 8 tokens (16 when a dense M needs them; a grouped
- * GEMM's tiles are 8 rows, the schedule splitting larger groups), a warp per K block up to 8 warps, or
- * up to 16 when the blocks are too few to fill the device twice (narrow weights such as the 576 x 7168
- * latent projection would otherwise leave most SMs idle). */
+ * GEMM's tiles are 8 rows, the schedule splitting larger groups), up to 8 warps a block with at least
+ * FS_STAGES K blocks each. */
 static dsrt_status fp8_gemv(const dsrt_gpu_ctx *c, fp8_args *a, const dsrt_gpu_tensor *offsets, bool native,
                             const char *name)
 {
@@ -711,12 +731,17 @@ static dsrt_status fp8_gemv(const dsrt_gpu_ctx *c, fp8_args *a, const dsrt_gpu_t
     }
     if (splits > 1) DSRT_TRY(gpu_scratch(c, sizeof(float) * (size_t)(splits * a->M * a->N), (void **)&a->part));
     dim3 grid(gpu_blocks(a->N, FS_ROWS), tiles, (unsigned)splits);
-    unsigned threads = 32 * (unsigned)(a->kb_per < FS_WARPS ? (a->kb_per < 1 ? 1 : a->kb_per) : FS_WARPS);
+    /* enough K blocks per warp to fill its ring: short K gets fewer warps a block, so more blocks
+     * (and their weight blocks in flight) fit on an SM */
+    int64_t nw = a->kb_per / FS_STAGES;
+    unsigned threads = 32 * (unsigned)(nw < 1 ? 1 : nw > FS_WARPS ? FS_WARPS : nw);
+    /* one weight-scale row serves the block's 16 rows when the scale blocks are a multiple of 16 tall */
+    a->ws_rows = a->w.sblock[0] % FS_ROWS == 0 ? 1 : FS_ROWS;
+    size_t smem = fs_smem_bytes(t, threads, a->kb_per, a->ws_rows);
     void (*k)(fp8_args) = native ? (t == 2 ? k_fp8_gemv<true, 2> : k_fp8_gemv<true, 1>)
                                  : (t == 2 ? k_fp8_gemv<false, 2> : k_fp8_gemv<false, 1>);
-    size_t ring = sizeof(uint4) * 4 * FS_STAGES * threads;
-    DSRT_TRY(gpu_smem_limit(c, (const void *)k, ring, name));
-    gpu_launch_early(c, k, grid, dim3(threads), ring, *a);
+    DSRT_TRY(gpu_smem_limit(c, (const void *)k, smem, name));
+    gpu_launch_early(c, k, grid, dim3(threads), smem, *a);
     GPU_CHECK_LAUNCH(name, "k_fp8_gemv");
     if (splits > 1) {
         int64_t total = a->M * a->N;

@@ -556,9 +556,11 @@ START_TEST(t_linear_fp8_engines)
         g_gs = s;
         /* an aligned prefill shape, and ragged ones: prefill and chunk sizes that are not multiples of the
          * tile, weight row counts that leave a partial scale block, K with a block count not a multiple of 4,
-         * and the tiny golden models' shapes (K of one or two blocks) */
+         * and the tiny golden models' shapes (K of one or two blocks); a decode row and 16 rows (two token
+         * groups of the few-rows kernel) at the model's K */
         const int64_t shapes[][3] = {{128, 768, 2048}, {20, 392, 640}, {12, 1536, 7168}, {20, 160, 128},
-                                     {20, 384, 128},  {28, 128, 256}, {520, 200, 384}};
+                                     {20, 384, 128},  {28, 128, 256}, {520, 200, 384},  {1, 2112, 7168},
+                                     {16, 4096, 7168}};
         for (int k = 0; k < (int)(sizeof shapes / sizeof shapes[0]); k++) {
             int64_t M = shapes[k][0], N = shapes[k][1], K = shapes[k][2];
             char what[96];
@@ -954,10 +956,11 @@ START_TEST(t_indexer)
 }
 END_TEST
 
-START_TEST(t_topk)
+/* Rows of L scores with ties, clusters, -inf, NaN and lengths: a long row (the sparse attention's
+ * context) and a decode-length one. */
+static void topk_rows(int64_t L)
 {
     int T = 5;
-    int64_t L = 131072;
     float *s = malloc(sizeof(float) * (size_t)(T * L));
     for (int64_t i = 0; i < T * L; i++) {
         int64_t t = i / L;
@@ -972,7 +975,7 @@ START_TEST(t_topk)
     pt sc, ln, ix;
     pt_from_f32(&sc, 2, SH(T, L), s);
     free(s);
-    int32_t lv[5] = {(int32_t)L, 100000, (int32_t)L, (int32_t)L, 3000};
+    int32_t lv[5] = {(int32_t)L, (int32_t)(L * 3 / 4), (int32_t)L, (int32_t)L, 3000};
     pt_from_i32(&ln, 1, SH(T), lv);
     pt_out(&ix, DSRT_I32, 2, SH(T, 2048));
     pop p = pop_init(DSRT_OP_TOPK);
@@ -981,23 +984,33 @@ START_TEST(t_topk)
     p.out[0] = &ix;
     p.op.p.k = 2048;
     run2(&p);
-    record("topk", "k=2048 of 131072 (ties, -inf, NaN, lengths)", pt_exact(&ix), 0);
+    char name[96];
+    snprintf(name, sizeof name, "k=2048 of %lld (ties, -inf, NaN, lengths)", (long long)L);
+    record("topk", name, pt_exact(&ix), 0);
     pt ix2;
     pt_out(&ix2, DSRT_I32, 2, SH(T, 7));
     p.in[1] = NULL;
     p.out[0] = &ix2;
     p.op.p.k = 7;
     run2(&p);
-    record("topk", "k=7, no lengths", pt_exact(&ix2), 0);
+    snprintf(name, sizeof name, "k=7 of %lld, no lengths", (long long)L);
+    record("topk", name, pt_exact(&ix2), 0);
     pt ix3; /* 128 sorted slots: one shared-memory stride, the rest inside waves */
     pt_out(&ix3, DSRT_I32, 2, SH(T, 100));
     p.in[1] = &ln;
     p.out[0] = &ix3;
     p.op.p.k = 100;
     run2(&p);
-    record("topk", "k=100 with lengths", pt_exact(&ix3), 0);
+    snprintf(name, sizeof name, "k=100 of %lld with lengths", (long long)L);
+    record("topk", name, pt_exact(&ix3), 0);
     pt all[] = {sc, ln, ix, ix2, ix3};
     free_all(all, 5);
+}
+
+START_TEST(t_topk)
+{
+    topk_rows(131072);
+    topk_rows(4100);
 }
 END_TEST
 
