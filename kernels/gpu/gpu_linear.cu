@@ -540,11 +540,11 @@ template <bool NATIVE> GPU_DEV void fs_step(float *part, uint32_t wg, uint32_t w
 GPU_DEV uint32_t fs_word(const uint4 &v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 
 /* Lane's four 16-byte weight pieces of a K block (rows g and g+8) into ring slot `slot`. */
-template <int P>
+template <int T>
 GPU_DEV void fs_fetch_w(uint4 *mine, int slot, int nthr, const uint8_t *rg, const uint8_t *r8, bool ok)
 {
     if (!ok) return;
-    uint4 *d = mine + P * slot * nthr;
+    uint4 *d = mine + FS_PIECES(T) * slot * nthr;
     gpu_cp_async16(d, rg, 16);
     gpu_cp_async16(d + nthr, rg + 64, 16);
     gpu_cp_async16(d + 2 * nthr, r8, 16);
@@ -608,7 +608,7 @@ static __global__ void __launch_bounds__(256, 2) k_fp8_gemv(fp8_args a)
     bool pre = !a.sched && a.early_fetch;
     if (!a.sched && !pre) gpu_grid_wait();
 #pragma unroll
-    for (int s = 0; s < FS_STAGES; s++) fs_fetch_w<P>(mine, s, nthr, rg + off + s * step, r8 + off + s * step, s < its);
+    for (int s = 0; s < FS_STAGES; s++) fs_fetch_w<T>(mine, s, nthr, rg + off + s * step, r8 + off + s * step, s < its);
     for (int i = tid; i < kbn * wrows; i += nthr) {
         int j = i / wrows, r = i % wrows;
         int64_t n = n0 + r < a.N ? n0 + r : n0;
@@ -649,7 +649,7 @@ static __global__ void __launch_bounds__(256, 2) k_fp8_gemv(fp8_args a)
         for (int i = 0; i < 2 * T; i++) xv[i] = d[(4 + i) * nthr];
         asm volatile("" ::: "memory"); /* the slot is read before it is refilled */
         bool more = it + FS_STAGES < its;
-        fs_fetch_w<P>(mine, slot, nthr, rg + off, r8 + off, more);
+        fs_fetch_w<T>(mine, slot, nthr, rg + off, r8 + off, more);
         fs_fetch_x<T>(mine, slot, nthr, xr, hx, off, more);
         off += step;
         slot = slot + 1 == FS_STAGES ? 0 : slot + 1;
@@ -716,7 +716,7 @@ static dsrt_status fp8_gemv(const dsrt_gpu_ctx *c, fp8_args *a, const dsrt_gpu_t
     }
     if (tiles > 65535) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "%s: %u row tiles exceed the grid", name, tiles);
     /* Narrow weights (the 576 x 7168 latent projection: 36 blocks) cannot fill the device: their K
-     * blocks are split over up to 16 blocks of 8 warps (at least one K block per warp), and the splits'
+     * blocks are split over up to 16 blocks (at least FS_WARPS K blocks each), and the splits'
      * f32 partial sums are added in split order by k_split_reduce. (Splitting wide weights too, to
      * shorten the last wave of o_proj's 448 blocks, was measured no faster.) */
     int64_t blocks = (int64_t)gpu_blocks(a->N, FS_ROWS) * tiles, splits = 1;
