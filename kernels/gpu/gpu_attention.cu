@@ -541,21 +541,25 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
 }
 
 /* Merges the splits of k_mla_decode_tc: o = sum_s O_s e^(m_s - M) / sum_s l_s e^(m_s - M). The
- * split weights are computed once per (row, head) into shared memory; the split sums per column are
- * loaded 8 at a time and added in split order. */
+ * split weights are computed once per (row, head) into shared memory, the (m, l) pairs loaded by the
+ * first wave at once (one thread reading them one after another was ~6 us of a decode row's merge);
+ * the split sums per column are loaded 8 at a time and added in split order. */
 static __global__ void k_mla_combine(const float *part_o, const float2 *part_ml, int splits, int64_t T, int64_t Hh,
                                      dsrt_gpu_tensor o)
 {
     __shared__ float ws[64];
     __shared__ int use[64];
+    __shared__ float2 s_ml[64];
     __shared__ float s_inv;
     int64_t th = blockIdx.x, t = th / Hh, h = th % Hh;
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) s_ml[s] = part_ml[(s * T + t) * Hh + h];
+    __syncthreads();
     if (threadIdx.x == 0) {
         float M = NEG_INF;
-        for (int s = 0; s < splits; s++) M = fmaxf(M, part_ml[(s * T + t) * Hh + h].x);
+        for (int s = 0; s < splits; s++) M = fmaxf(M, s_ml[s].x);
         float L = 0;
         for (int s = 0; s < splits; s++) {
-            float2 ml = part_ml[(s * T + t) * Hh + h];
+            float2 ml = s_ml[s];
             use[s] = M != NEG_INF && ml.x != NEG_INF;
             ws[s] = use[s] ? expf(ml.x - M) : 0.0f;
             if (use[s]) L += ml.y * ws[s];
@@ -564,18 +568,27 @@ static __global__ void k_mla_combine(const float *part_o, const float2 *part_ml,
     }
     __syncthreads();
     float inv = s_inv;
-    for (int d = threadIdx.x; d < MD_DC; d += blockDim.x) {
-        float v = 0;
+    /* a thread per 4 columns (16-byte loads, 8 splits in flight): one L2 round trip per 8 splits */
+    for (int d = 4 * threadIdx.x; d < MD_DC; d += 4 * blockDim.x) {
+        float v[4] = {0, 0, 0, 0};
         for (int s0 = 0; s0 < splits; s0 += 8) {
-            float p[8];
+            float4 p[8];
 #pragma unroll
             for (int n = 0; n < 8; n++)
-                p[n] = s0 + n < splits ? part_o[(((s0 + n) * T + t) * Hh + h) * MD_DC + d] : 0.0f;
+                p[n] = s0 + n < splits ? *(const float4 *)(part_o + (((s0 + n) * T + t) * Hh + h) * MD_DC + d)
+                                       : make_float4(0, 0, 0, 0);
 #pragma unroll
             for (int n = 0; n < 8; n++)
-                if (s0 + n < splits && use[s0 + n]) v += p[n] * ws[s0 + n];
+                if (s0 + n < splits && use[s0 + n]) {
+                    float w = ws[s0 + n];
+                    v[0] += p[n].x * w;
+                    v[1] += p[n].y * w;
+                    v[2] += p[n].z * w;
+                    v[3] += p[n].w * w;
+                }
         }
-        gpu_st(o.p, o.dtype, t * o.stride[0] + h * o.stride[1] + d, v * inv);
+#pragma unroll
+        for (int e = 0; e < 4; e++) gpu_st(o.p, o.dtype, t * o.stride[0] + h * o.stride[1] + d + e, v[e] * inv);
     }
 }
 
@@ -642,9 +655,9 @@ extern "C" dsrt_status dsrt_gpu_mla_decode(const dsrt_gpu_ctx *c, const dsrt_op 
         int64_t groups = (Hh + MD_HEADS - 1) / MD_HEADS, base = T * groups;
         int64_t splits = 1;
         if (base < c->sm_count) splits = c->sm_count / base;
-        /* at least 2 tiles per split: fewer leave a single row (decode at batch 1) on a few SMs, more
-         * spend the step writing and merging partial outputs */
-        int64_t max_splits = (cap + 2 * MD_KEYS - 1) / (2 * MD_KEYS);
+        /* down to one tile per split: a decode row at batch 1 (2048 selected positions) runs on 64
+         * blocks, not 32 (session 6: 28.5 -> 22.0 us a layer, the merge of 32 splits 4.7 -> 7.0 us) */
+        int64_t max_splits = (cap + MD_KEYS - 1) / MD_KEYS;
         if (splits > max_splits) splits = max_splits;
         if (splits < 1) splits = 1;
         if (splits > 64) splits = 64;

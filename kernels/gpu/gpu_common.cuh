@@ -356,6 +356,38 @@ template <int N> GPU_DEV void gpu_ld_n(const void *base, int dt, const int64_t *
     }
 }
 
+/* Eight bf16 values at a 16-byte aligned address, as floats (one 16-byte load). */
+GPU_DEV void gpu_ld8_bf16(const void *p, float *v)
+{
+    uint4 u = *(const uint4 *)p;
+    uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        v[2 * j] = gpu_bits_f(w[j] << 16);
+        v[2 * j + 1] = gpu_bits_f(w[j] & 0xffff0000u);
+    }
+}
+
+/* Eight floats rounded to bf16 and stored at a 16-byte aligned address (one 16-byte store). */
+GPU_DEV void gpu_st8_bf16(void *p, const float *v)
+{
+    uint32_t w[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) w[j] = (uint32_t)gpu_f32_to_bf16(v[2 * j]) | ((uint32_t)gpu_f32_to_bf16(v[2 * j + 1]) << 16);
+    *(uint4 *)p = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+/* Eight values of a bf16 or f32 vector (16- or 32-byte aligned), as floats. */
+GPU_DEV void gpu_ld8(const void *p, int dt, float *v)
+{
+    if (dt == DSRT_BF16) {
+        gpu_ld8_bf16(p, v);
+        return;
+    }
+    float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+
 /* v[n] = element off + i0 + n*step of a row (0 where i0 + n*step >= len). */
 template <int N>
 GPU_DEV void gpu_ld_row(const void *base, int dt, int64_t off, int64_t i0, int64_t step, int64_t len, float *v)
@@ -453,9 +485,7 @@ GPU_DEV float gpu_block_max(float v, float *sh)
     __syncthreads();
     if (gpu_lane() == 0) sh[gpu_warp()] = v;
     __syncthreads();
-    float t = sh[0];
-    for (int w = 1; w < nw; w++) t = fmaxf(t, sh[w]);
-    return t;
+    return gpu_warp_max(gpu_lane() < nw ? sh[gpu_lane()] : sh[0]); /* max: any order gives the same */
 }
 
 GPU_DEV double gpu_block_sum_d(double v, double *sh)
@@ -470,6 +500,21 @@ GPU_DEV double gpu_block_sum_d(double v, double *sh)
     return t;
 }
 
+/* Given each wave's total in sh[0 .. nw) (nw <= the wave width), the sum over waves before wave w;
+ * *total gets the sum of all. Every wave scans the totals with shuffles: where each thread summed them
+ * one by one, a 32-wave block spent ~160 instructions a thread per scan (the top-k's passes). */
+GPU_DEV int gpu_waves_before(const int *sh, int nw, int w, int *total)
+{
+    int lane = gpu_lane(), x = lane < nw ? sh[lane] : 0;
+    for (int o = 1; o < GPU_WARP_SIZE; o <<= 1) {
+        int y = gpu_shfl_i(x, lane >= o ? lane - o : lane);
+        if (lane >= o) x += y;
+    }
+    int below = gpu_shfl_i(x, w > 0 ? w - 1 : 0);
+    *total = gpu_shfl_i(x, nw - 1);
+    return w > 0 ? below : 0;
+}
+
 /* Exclusive prefix count of `flag` over the block in thread order; *total receives the block total.
  * `sh` holds at least 64 ints. */
 GPU_DEV int gpu_block_scan_flag(int flag, int *sh, int *total)
@@ -480,13 +525,7 @@ GPU_DEV int gpu_block_scan_flag(int flag, int *sh, int *total)
     __syncthreads();
     if (gpu_lane() == 0) sh[w] = gpu_popc64(b);
     __syncthreads();
-    int before = 0, all = 0;
-    for (int i = 0; i < nw; i++) {
-        if (i < w) before += sh[i];
-        all += sh[i];
-    }
-    *total = all;
-    return before + below;
+    return gpu_waves_before(sh, nw, w, total) + below;
 }
 
 /* Exclusive prefix sum of one int per thread in thread order; *total gets the sum (every thread). Shuffles
@@ -502,13 +541,7 @@ GPU_DEV int gpu_block_scan(int v, int *sh, int *total)
     __syncthreads(); /* the previous scan's readers are done with sh */
     if (lane == GPU_WARP_SIZE - 1) sh[w] = x;
     __syncthreads();
-    int before = 0, all = 0;
-    for (int i = 0; i < nw; i++) {
-        if (i < w) before += sh[i];
-        all += sh[i];
-    }
-    *total = all;
-    return before + x - v;
+    return gpu_waves_before(sh, nw, w, total) + x - v;
 }
 
 /* ---- block-wide bitonic sort ---- */
@@ -564,7 +597,7 @@ template <typename T> GPU_DEV void gpu_bitonic_sort(T *s, int p2)
     for (int size = 4 * W; size <= p2; size <<= 1) {
         for (int stride = size / 2; stride >= 2 * W; stride >>= 1) {
             for (int i = threadIdx.x; i < p2 / 2; i += blockDim.x) {
-                int lo = 2 * stride * (i / stride) + (i % stride), hi = lo + stride;
+                int lo = ((i & ~(stride - 1)) << 1) | (i & (stride - 1)), hi = lo + stride; /* stride: 2^n */
                 bool up = (lo & size) == 0;
                 T x = s[lo], y = s[hi];
                 if ((x > y) == up) {

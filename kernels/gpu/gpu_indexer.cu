@@ -298,23 +298,29 @@ GPU_DEV uint32_t topk_key(float v)
     return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 
-#define TK_PER 16 /* scores per thread per step: 4 x 16-byte loads in flight, not one 4-byte load */
-
-/* Keys of scores [base, base+16) of the row (0 past n); vector loads when the row is 16-byte aligned. */
-GPU_DEV void topk_load(const float *row, int64_t base, int64_t n, bool vec, uint32_t *key)
+/* Keys of scores [base, base+TK) of the row (0 past n); vector loads when the row is 16-byte aligned. */
+template <int TK> GPU_DEV void topk_load(const float *row, int64_t base, int64_t n, bool vec, uint32_t *key)
 {
-    if (vec && base + TK_PER <= n) {
+    if (vec && base + TK <= n) {
         const float4 *p = (const float4 *)(row + base);
-        float4 a = p[0], b = p[1], c = p[2], d = p[3];
-        float v[16] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w, c.x, c.y, c.z, c.w, d.x, d.y, d.z, d.w};
 #pragma unroll
-        for (int e = 0; e < TK_PER; e++) key[e] = topk_key(v[e]);
+        for (int q = 0; q < TK / 4; q++) {
+            float4 a = p[q];
+            key[4 * q] = topk_key(a.x);
+            key[4 * q + 1] = topk_key(a.y);
+            key[4 * q + 2] = topk_key(a.z);
+            key[4 * q + 3] = topk_key(a.w);
+        }
         return;
     }
 #pragma unroll
-    for (int e = 0; e < TK_PER; e++) key[e] = base + e < n ? topk_key(row[base + e]) : 0;
+    for (int e = 0; e < TK; e++) key[e] = base + e < n ? topk_key(row[base + e]) : 0;
 }
 
+/* One block per row; a thread takes TK consecutive scores a step (16 for long rows: four 16-byte
+ * loads in flight). With ONE the row fits one step (n <= blockDim * TK) and the keys stay in registers
+ * for every pass; otherwise each pass reads the row again (from L2). */
+template <int TK, bool ONE>
 static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_gpu_tensor lens, dsrt_gpu_tensor out,
                                                       int k, int p2)
 {
@@ -322,7 +328,7 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
     __shared__ int hist[4096];
     __shared__ int scan[1024];
     __shared__ uint32_t s_lo, s_hi, r_min[32], r_max[32];
-    __shared__ int s_need, s_all, s_cnt, r_cnt[32];
+    __shared__ int s_need, s_all, r_cnt[32];
     int64_t t = blockIdx.x, L = sc.shape[1];
     const float *row = (const float *)sc.p + t * sc.stride[0];
     int64_t n = L;
@@ -331,16 +337,24 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
         n = l < 0 ? 0 : (l < L ? l : L);
     }
     bool vec = ((uintptr_t)row & 15) == 0;
-    int64_t step = (int64_t)blockDim.x * TK_PER;
-    int64_t nround = (n + step - 1) / step * step; /* every thread runs every step */
+    int64_t step = (int64_t)blockDim.x * TK;
+    int64_t nround = ONE ? step : (n + step - 1) / step * step; /* every thread runs every step */
+    uint32_t kreg[TK];
+    if (ONE) topk_load<TK>(row, (int64_t)threadIdx.x * TK, n, vec, kreg);
+#define TOPK_KEYS(b0, key)                                                                                  \
+    uint32_t key[TK];                                                                                       \
+    if (ONE) {                                                                                              \
+        for (int e_ = 0; e_ < TK; e_++) key[e_] = kreg[e_];                                                 \
+    } else {                                                                                                \
+        topk_load<TK>(row, (b0) + (int64_t)threadIdx.x * TK, n, vec, key);                                  \
+    }
     /* pass 0: range and count of the valid keys */
     uint32_t kmin = 0xffffffffu, kmax = 0;
     int cnt = 0;
     for (int64_t b0 = 0; b0 < nround; b0 += step) {
-        uint32_t key[TK_PER];
-        topk_load(row, b0 + (int64_t)threadIdx.x * TK_PER, n, vec, key);
+        TOPK_KEYS(b0, key)
 #pragma unroll
-        for (int e = 0; e < TK_PER; e++)
+        for (int e = 0; e < TK; e++)
             if (key[e]) {
                 kmin = key[e] < kmin ? key[e] : kmin;
                 kmax = key[e] > kmax ? key[e] : kmax;
@@ -371,7 +385,6 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
         s_hi = hi;
         s_need = k;
         s_all = total <= k; /* every valid entry is chosen */
-        s_cnt = 0;
     }
     __syncthreads();
     /* Radix selection over the keys' own range, 4096 bins a pass: the bins spread clustered scores
@@ -385,15 +398,14 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
         for (int i = threadIdx.x; i < nb; i += blockDim.x) hist[i] = 0;
         __syncthreads();
         for (int64_t b0 = 0; b0 < nround; b0 += step) {
-            uint32_t key[TK_PER];
-            topk_load(row, b0 + (int64_t)threadIdx.x * TK_PER, n, vec, key);
+            TOPK_KEYS(b0, key)
 #pragma unroll
-            for (int e = 0; e < TK_PER; e++)
+            for (int e = 0; e < TK; e++)
                 if (key[e] && key[e] >= lo && key[e] <= hi) atomicAdd(&hist[(key[e] - lo) >> shift], 1);
         }
         __syncthreads();
-        /* bins from the top: thread i sums bins [nb-4i-4, nb-4i); a scan finds the bin holding the
-         * need-th largest key */
+        /* bins from the top: thread i sums bins [nb-per*i-per, nb-per*i); a scan finds the bin holding
+         * the need-th largest key */
         int per = (nb + (int)blockDim.x - 1) / (int)blockDim.x, mine = 0;
         int top = nb - 1 - (int)threadIdx.x * per;
         for (int j = 0; j < per; j++)
@@ -416,39 +428,55 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
         if (shift == 0) break;
     }
     uint32_t thr = s_lo;
-    int all = s_all, need = s_need, eq_base = 0;
+    int all = s_all, need = s_need, eq_base = 0, out_base = 0;
     /* gather: keys above the threshold, then the first `need` equal to it in position order (a
-     * thread's 16 scores are consecutive positions, so thread order is position order) */
+     * thread's TK scores are consecutive positions, so thread order is position order); a second scan
+     * gives every thread its slots (no shared counter) */
     for (int64_t b0 = 0; b0 < nround; b0 += step) {
-        int64_t base = b0 + (int64_t)threadIdx.x * TK_PER;
-        uint32_t key[TK_PER];
-        topk_load(row, base, n, vec, key);
+        int64_t base = b0 + (int64_t)threadIdx.x * TK;
+        TOPK_KEYS(b0, key)
         int neq = 0;
 #pragma unroll
-        for (int e = 0; e < TK_PER; e++) neq += (!all && key[e] && key[e] == thr);
+        for (int e = 0; e < TK; e++) neq += (!all && key[e] && key[e] == thr);
         int total;
         int r = gpu_block_scan(neq, scan, &total);
+        unsigned take = 0;
+        int ntake = 0;
 #pragma unroll
-        for (int e = 0; e < TK_PER; e++) {
+        for (int e = 0; e < TK; e++) {
             uint32_t kk = key[e];
-            int take = kk && (all || kk > thr);
-            if (!all && kk && kk == thr) {
-                take = eq_base + r < need;
-                r++;
-            }
-            if (take) {
-                int at = atomicAdd(&s_cnt, 1);
-                if (at < p2) sel[at] = ((unsigned long long)(~kk) << 32) | (unsigned long long)(uint32_t)(base + e);
-            }
+            int tk = kk && (all || kk > thr);
+            if (!all && kk && kk == thr) tk = eq_base + r++ < need;
+            take |= (unsigned)tk << e;
+            ntake += tk;
         }
         eq_base += total;
+        int at = gpu_block_scan(ntake, scan, &total) + out_base;
+#pragma unroll
+        for (int e = 0; e < TK; e++)
+            if (take >> e & 1) {
+                if (at < p2) sel[at] = ((unsigned long long)(~key[e]) << 32) | (unsigned long long)(uint32_t)(base + e);
+                at++;
+            }
+        out_base += total;
     }
+#undef TOPK_KEYS
     __syncthreads();
-    cnt = s_cnt < k ? s_cnt : k;
+    cnt = out_base < k ? out_base : k;
     for (int i = cnt + threadIdx.x; i < p2; i += blockDim.x) sel[i] = ~0ull;
     gpu_bitonic_sort<unsigned long long>(sel, p2);
     int32_t *o = (int32_t *)out.p + t * out.stride[0];
     for (int i = threadIdx.x; i < k; i += blockDim.x) o[i] = i < cnt ? (int32_t)(uint32_t)(sel[i] & 0xffffffffu) : -1;
+}
+
+template <int TK, bool ONE>
+static dsrt_status topk_launch(const dsrt_gpu_ctx *c, dsrt_gpu_tensor sc, dsrt_gpu_tensor lens, dsrt_gpu_tensor out,
+                               int64_t T, int k, int p2, size_t smem)
+{
+    DSRT_TRY(gpu_smem_limit(c, (const void *)k_topk<TK, ONE>, smem, "topk"));
+    k_topk<TK, ONE><<<(unsigned)T, 1024, smem, gpu_stream(c)>>>(sc, lens, out, k, p2);
+    GPU_CHECK_LAUNCH("topk", "k_topk");
+    return DSRT_OK;
 }
 
 extern "C" dsrt_status dsrt_gpu_topk(const dsrt_gpu_ctx *c, const dsrt_op *op)
@@ -465,9 +493,9 @@ extern "C" dsrt_status dsrt_gpu_topk(const dsrt_gpu_ctx *c, const dsrt_op *op)
         return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "topk: k = %d needs %zu bytes of shared memory, the device has %d", k,
                           smem, c->smem_optin);
     if (sc.shape[1] > 0xffffffffll) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "topk: rows longer than 2^32");
-    DSRT_TRY(gpu_smem_limit(c, (const void *)k_topk, smem, "topk"));
     if (T > 0x7fffffff) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "topk: too many rows");
-    k_topk<<<(unsigned)T, 1024, smem, gpu_stream(c)>>>(sc, lens, out, k, p2);
-    GPU_CHECK_LAUNCH("topk", "k_topk");
-    return DSRT_OK;
+    /* a decode-length row (the sparse attention's context up to 8192) is held in registers */
+    if (sc.shape[1] <= 1024 * 4) return topk_launch<4, true>(c, sc, lens, out, T, k, p2, smem);
+    if (sc.shape[1] <= 1024 * 8) return topk_launch<8, true>(c, sc, lens, out, T, k, p2, smem);
+    return topk_launch<16, false>(c, sc, lens, out, T, k, p2, smem);
 }

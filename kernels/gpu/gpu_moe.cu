@@ -128,6 +128,87 @@ static __global__ void k_moe_gate(dsrt_gpu_tensor lg, dsrt_gpu_tensor bias, dsrt
     }
 }
 
+/* ---- gate: a block per token (E <= 1024) ----
+ * A thread per expert. Where the wave form above runs k + topk_group rounds of wave argmax one after
+ * the other (17 us a decode step's layer), every choice here is a rank: an expert (a group) is chosen
+ * when fewer than k (topk_group) eligible ones rank before it, which picks the same set as the rounds
+ * (the order is total: larger value, ties to the lower index). Weights are summed in rank order, the
+ * order in which the rounds pick them. */
+static __global__ void k_moe_gate_rank(dsrt_gpu_tensor lg, dsrt_gpu_tensor bias, dsrt_gpu_tensor ids,
+                                       dsrt_gpu_tensor wt, int k, int G, int topk_group, int softmax, int norm,
+                                       float route_scale)
+{
+    extern __shared__ float gsm[]; /* s[E], elig[E], sel_w[k], gs[G], then sel_i[k], kept[G] as ints */
+    __shared__ float red[32];
+    int64_t t = blockIdx.x;
+    int E = (int)lg.shape[1], per = E / G, i = threadIdx.x;
+    float *s = gsm, *elig = s + E, *sel_w = elig + E, *gs = sel_w + k;
+    int *sel_i = (int *)(gs + G), *kept = sel_i + k;
+    gpu_grid_release();
+    gpu_grid_wait();
+    float v = i < E ? gpu_ld(lg.p, lg.dtype, t * lg.stride[0] + i) : NEG_INF;
+    if (softmax) {
+        float m = gpu_block_max(v, red);
+        float e = i < E ? expf(v - m) : 0.0f;
+        v = e / gpu_block_sum(e, red);
+    } else {
+        v = 1.0f / (1.0f + expf(-v));
+    }
+    float choice = NEG_INF;
+    if (i < E) {
+        s[i] = v;
+        choice = nan_low(v + (bias.p ? ((const float *)bias.p)[i * bias.stride[0]] : 0.0f));
+        elig[i] = choice;
+    }
+    if (i < k) {
+        sel_i[i] = 0; /* unreachable fallbacks: validation guarantees k eligible experts */
+        sel_w[i] = 0.0f;
+    }
+    __syncthreads();
+    if (G > 1) {
+        if (i < G) { /* the group's top two, counting repeats */
+            float a = NEG_INF, c2 = NEG_INF;
+            for (int j = i * per; j < (i + 1) * per; j++) {
+                float x = elig[j];
+                if (x > a) {
+                    c2 = a;
+                    a = x;
+                } else if (x > c2) {
+                    c2 = x;
+                }
+            }
+            gs[i] = nan_low((bias.p && per > 1) ? a + c2 : a);
+        }
+        __syncthreads();
+        if (i < G) {
+            int r = 0;
+            for (int g = 0; g < G; g++) r += ranks_before(gs[g], g, gs[i], i);
+            kept[i] = r < topk_group;
+        }
+        __syncthreads();
+        if (i < E && !kept[i / per]) elig[i] = __int_as_float(0x7fc00000); /* NaN ranks before nothing */
+        __syncthreads();
+    }
+    if (i < E && !isnan(elig[i])) {
+        int r = 0;
+#pragma unroll 8
+        for (int j = 0; j < E; j++) r += ranks_before(elig[j], j, choice, i);
+        if (r < k) {
+            sel_i[r] = i;
+            sel_w[r] = s[i];
+        }
+    }
+    __syncthreads();
+    if (i < k) {
+        float sum = 0;
+        for (int j = 0; j < k; j++) sum += sel_w[j];
+        float w = sel_w[i];
+        if (norm) w /= sum;
+        ((int32_t *)ids.p)[t * ids.stride[0] + i] = sel_i[i];
+        ((float *)wt.p)[t * wt.stride[0] + i] = w * route_scale;
+    }
+}
+
 extern "C" dsrt_status dsrt_gpu_moe_gate(const dsrt_gpu_ctx *c, const dsrt_op *op)
 {
     dsrt_gpu_tensor lg = dsrt_gpu_tensor_of(&op->in[0]), bias = dsrt_gpu_tensor_of(&op->in[1]),
@@ -135,6 +216,17 @@ extern "C" dsrt_status dsrt_gpu_moe_gate(const dsrt_gpu_ctx *c, const dsrt_op *o
     int64_t T = lg.shape[0], E = lg.shape[1];
     int G = op->p.n_group;
     if (T == 0) return DSRT_OK;
+    int k = op->p.k;
+    if (E <= 1024 && k <= E && T <= 0x7fffffff) {
+        unsigned threads = (unsigned)((E + c->warp_size - 1) / c->warp_size * c->warp_size);
+        size_t smem = sizeof(float) * (size_t)(2 * E + 2 * k + 2 * G);
+        DSRT_TRY(gpu_smem_limit(c, (const void *)k_moe_gate_rank, smem, "moe_gate"));
+        gpu_launch_early(c, k_moe_gate_rank, dim3((unsigned)T), dim3(threads), smem, lg, bias, ids, wt, k, G,
+                         op->p.topk_group, op->p.score_func == DSRT_SCORE_SOFTMAX ? 1 : 0, op->p.norm_topk ? 1 : 0,
+                         op->p.route_scale);
+        GPU_CHECK_LAUNCH("moe_gate", "k_moe_gate_rank");
+        return DSRT_OK;
+    }
     size_t per_warp = sizeof(float) * (size_t)(2 * E + 2 * G);
     int wpb = (int)(48 * 1024 / per_warp);
     if (wpb > 8) wpb = 8;

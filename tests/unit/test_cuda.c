@@ -369,6 +369,36 @@ START_TEST(t_norms)
     run2(&p);
     record("rms_norm", "bf16[7,7168] + residual: y", pt_nmse(&y), EW);
     record("rms_norm", "bf16[7,7168] + residual: residual_out", pt_nmse(&ro), EW);
+    /* a decode row with f32 gains and no residual (the 8-wide form), then f32 rows of 1000 with a
+     * residual (the generic form) */
+    pt x1, w1, y1, x3, w3, r3, y3, ro3;
+    pt_rand(&x1, DSRT_BF16, 2, SH(1, 1536), 2.0f);
+    pt_rand(&w1, DSRT_F32, 1, SH(1536), 1.0f);
+    pt_out(&y1, DSRT_BF16, 2, SH(1, 1536));
+    pop p1 = pop_init(DSRT_OP_RMS_NORM);
+    p1.in[0] = &x1;
+    p1.in[1] = &w1;
+    p1.out[0] = &y1;
+    p1.op.p.eps = 1e-6f;
+    run2(&p1);
+    record("rms_norm", "bf16[1,1536], f32 gains", pt_nmse(&y1), EW);
+    pt_rand(&x3, DSRT_F32, 2, SH(3, 1000), 2.0f);
+    pt_rand(&w3, DSRT_BF16, 1, SH(1000), 1.0f);
+    pt_rand(&r3, DSRT_F32, 2, SH(3, 1000), 1.0f);
+    pt_out(&y3, DSRT_F32, 2, SH(3, 1000));
+    pt_out(&ro3, DSRT_F32, 2, SH(3, 1000));
+    pop p3 = pop_init(DSRT_OP_RMS_NORM);
+    p3.in[0] = &x3;
+    p3.in[1] = &w3;
+    p3.in[2] = &r3;
+    p3.out[0] = &y3;
+    p3.out[1] = &ro3;
+    p3.op.p.eps = 1e-6f;
+    run2(&p3);
+    record("rms_norm", "f32[3,1000] + residual: y", pt_nmse(&y3), EW);
+    record("rms_norm", "f32[3,1000] + residual: residual_out", pt_nmse(&ro3), EW);
+    pt all1[] = {x1, w1, y1, x3, w3, r3, y3, ro3};
+    free_all(all1, 8);
     pt_rand(&b, DSRT_F32, 1, SH(128), 1.0f);
     pt_out(&y2, DSRT_BF16, 2, SH(7, 128));
     pt xs, ws;
@@ -1011,6 +1041,8 @@ START_TEST(t_topk)
 {
     topk_rows(131072);
     topk_rows(4100);
+    topk_rows(4096);
+    topk_rows(2100);
 }
 END_TEST
 
@@ -1053,6 +1085,31 @@ START_TEST(t_moe)
     run2(&g);
     record("moe_gate", "softmax, no groups, k=6: ids", pt_exact(&ids2), 0);
     record("moe_gate", "softmax, no groups, k=6: weights", pt_nmse(&wts2), EW);
+    /* heavy ties among experts and groups (four logit values, a bias of two): the lower index wins */
+    float *tl = malloc(sizeof(float) * (size_t)(T * E)), tb[256];
+    for (int i = 0; i < T * E; i++) tl[i] = (float)((i * 7 + i / E) % 4) * 0.5f;
+    for (int e = 0; e < E; e++) tb[e] = (e % 3 == 0) ? 0.25f : 0.0f;
+    pt tlg, tbias, ids3, wts3;
+    pt_from_f32(&tlg, 2, SH(T, E), tl);
+    pt_from_f32(&tbias, 1, SH(E), tb);
+    free(tl);
+    pt_out(&ids3, DSRT_I32, 2, SH(T, K));
+    pt_out(&wts3, DSRT_F32, 2, SH(T, K));
+    g.in[0] = &tlg;
+    g.in[1] = &tbias;
+    g.out[0] = &ids3;
+    g.out[1] = &wts3;
+    g.op.p.k = K;
+    g.op.p.n_group = 8;
+    g.op.p.topk_group = 4;
+    g.op.p.score_func = DSRT_SCORE_SIGMOID;
+    g.op.p.norm_topk = true;
+    g.op.p.route_scale = 2.5f;
+    run2(&g);
+    record("moe_gate", "ties: ids", pt_exact(&ids3), 0);
+    record("moe_gate", "ties: weights", pt_nmse(&wts3), EW);
+    pt tall[] = {tlg, tbias, ids3, wts3};
+    free_all(tall, 4);
 
     /* dispatch the first gate's choice to local experts 64..191, combine back */
     pt x, xp, off, rt, sr;
