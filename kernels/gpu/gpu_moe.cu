@@ -10,6 +10,17 @@ GPU_DEV float nan_low(float v) { return isnan(v) ? NEG_INF : v; }
 /* (v, i) ranks before (w, j): larger value, ties to the lower index. */
 GPU_DEV bool ranks_before(float v, int i, float w, int j) { return v > w || (v == w && i < j); }
 
+/* Adds v to a running top two (a >= c), counting repeats: a second equal maximum is the second. */
+GPU_DEV void top2_add(float v, float *a, float *c)
+{
+    if (v > *a) {
+        *c = *a;
+        *a = v;
+    } else if (v > *c) {
+        *c = v;
+    }
+}
+
 /* Warp argmax of (v, i) pairs; every lane gets the winner. */
 GPU_DEV void warp_argmax(float *v, int *i)
 {
@@ -65,15 +76,7 @@ static __global__ void k_moe_gate(dsrt_gpu_tensor lg, dsrt_gpu_tensor bias, dsrt
         if (G > 1) {
             for (int g = 0; g < G; g++) {
                 float a = NEG_INF, c = NEG_INF; /* top two of the group, counting repeats */
-                for (int i = g * per + lane; i < (g + 1) * per; i += GPU_WARP_SIZE) {
-                    float v = choice[i];
-                    if (v > a) {
-                        c = a;
-                        a = v;
-                    } else if (v > c) {
-                        c = v;
-                    }
-                }
+                for (int i = g * per + lane; i < (g + 1) * per; i += GPU_WARP_SIZE) top2_add(choice[i], &a, &c);
                 for (int m = GPU_WARP_SIZE / 2; m > 0; m >>= 1) {
                     float oa = gpu_shfl_xor(a, m), oc = gpu_shfl_xor(c, m);
                     float na = fmaxf(a, oa), nc = fmaxf(fminf(a, oa), fmaxf(c, oc));
@@ -168,15 +171,7 @@ static __global__ void k_moe_gate_rank(dsrt_gpu_tensor lg, dsrt_gpu_tensor bias,
     if (G > 1) {
         if (i < G) { /* the group's top two, counting repeats */
             float a = NEG_INF, c2 = NEG_INF;
-            for (int j = i * per; j < (i + 1) * per; j++) {
-                float x = elig[j];
-                if (x > a) {
-                    c2 = a;
-                    a = x;
-                } else if (x > c2) {
-                    c2 = x;
-                }
-            }
+            for (int j = i * per; j < (i + 1) * per; j++) top2_add(elig[j], &a, &c2);
             gs[i] = nan_low((bias.p && per > 1) ? a + c2 : a);
         }
         __syncthreads();

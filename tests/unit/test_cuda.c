@@ -1048,6 +1048,29 @@ END_TEST
 
 /* ---- MoE ---- */
 
+/* One moe_gate case on both backends: ids bit-exact, weights within rounding. */
+static void gate_case(const char *name, pt *lg, pt *bias, int k, int G, int tg, dsrt_score_func sf, bool norm,
+                      float scale, pt *ids, pt *wts)
+{
+    pop g = pop_init(DSRT_OP_MOE_GATE);
+    g.in[0] = lg;
+    g.in[1] = bias;
+    g.out[0] = ids;
+    g.out[1] = wts;
+    g.op.p.k = k;
+    g.op.p.n_group = G;
+    g.op.p.topk_group = tg;
+    g.op.p.score_func = sf;
+    g.op.p.norm_topk = norm;
+    g.op.p.route_scale = scale;
+    run2(&g);
+    char n[96];
+    snprintf(n, sizeof n, "%s: ids", name);
+    record("moe_gate", n, pt_exact(ids), 0);
+    snprintf(n, sizeof n, "%s: weights", name);
+    record("moe_gate", n, pt_nmse(wts), EW);
+}
+
 START_TEST(t_moe)
 {
     int T = 40, E = 256, K = 8, H = 256;
@@ -1056,35 +1079,11 @@ START_TEST(t_moe)
     pt_rand(&bias, DSRT_F32, 1, SH(E), 0.1f);
     pt_out(&ids, DSRT_I32, 2, SH(T, K));
     pt_out(&wts, DSRT_F32, 2, SH(T, K));
-    pop g = pop_init(DSRT_OP_MOE_GATE);
-    g.in[0] = &lg;
-    g.in[1] = &bias;
-    g.out[0] = &ids;
-    g.out[1] = &wts;
-    g.op.p.k = K;
-    g.op.p.n_group = 8;
-    g.op.p.topk_group = 4;
-    g.op.p.score_func = DSRT_SCORE_SIGMOID;
-    g.op.p.norm_topk = true;
-    g.op.p.route_scale = 2.5f;
-    run2(&g);
-    record("moe_gate", "sigmoid, 8 groups keep 4, k=8: ids", pt_exact(&ids), 0);
-    record("moe_gate", "sigmoid, 8 groups keep 4, k=8: weights", pt_nmse(&wts), EW);
+    gate_case("sigmoid, 8 groups keep 4, k=8", &lg, &bias, K, 8, 4, DSRT_SCORE_SIGMOID, true, 2.5f, &ids, &wts);
     pt ids2, wts2;
     pt_out(&ids2, DSRT_I32, 2, SH(T, 6));
     pt_out(&wts2, DSRT_F32, 2, SH(T, 6));
-    g.in[1] = NULL;
-    g.out[0] = &ids2;
-    g.out[1] = &wts2;
-    g.op.p.k = 6;
-    g.op.p.n_group = 1;
-    g.op.p.topk_group = 1;
-    g.op.p.score_func = DSRT_SCORE_SOFTMAX;
-    g.op.p.norm_topk = false;
-    g.op.p.route_scale = 1.0f;
-    run2(&g);
-    record("moe_gate", "softmax, no groups, k=6: ids", pt_exact(&ids2), 0);
-    record("moe_gate", "softmax, no groups, k=6: weights", pt_nmse(&wts2), EW);
+    gate_case("softmax, no groups, k=6", &lg, NULL, 6, 1, 1, DSRT_SCORE_SOFTMAX, false, 1.0f, &ids2, &wts2);
     /* heavy ties among experts and groups (four logit values, a bias of two): the lower index wins */
     float *tl = malloc(sizeof(float) * (size_t)(T * E)), tb[256];
     for (int i = 0; i < T * E; i++) tl[i] = (float)((i * 7 + i / E) % 4) * 0.5f;
@@ -1095,19 +1094,7 @@ START_TEST(t_moe)
     free(tl);
     pt_out(&ids3, DSRT_I32, 2, SH(T, K));
     pt_out(&wts3, DSRT_F32, 2, SH(T, K));
-    g.in[0] = &tlg;
-    g.in[1] = &tbias;
-    g.out[0] = &ids3;
-    g.out[1] = &wts3;
-    g.op.p.k = K;
-    g.op.p.n_group = 8;
-    g.op.p.topk_group = 4;
-    g.op.p.score_func = DSRT_SCORE_SIGMOID;
-    g.op.p.norm_topk = true;
-    g.op.p.route_scale = 2.5f;
-    run2(&g);
-    record("moe_gate", "ties: ids", pt_exact(&ids3), 0);
-    record("moe_gate", "ties: weights", pt_nmse(&wts3), EW);
+    gate_case("ties", &tlg, &tbias, K, 8, 4, DSRT_SCORE_SIGMOID, true, 2.5f, &ids3, &wts3);
     pt tall[] = {tlg, tbias, ids3, wts3};
     free_all(tall, 4);
 
