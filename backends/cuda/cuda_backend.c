@@ -181,6 +181,7 @@ static void dsrt_cuda_fill_caps(int i, const gpuDeviceProp *p, dsrt_device_caps 
         fclose(f);
     }
     c->unified_memory = false;
+    c->concurrent_streams = true;
     dsrt_cuda_vendor_caps(i, p, c);
 }
 
@@ -445,16 +446,23 @@ static void dsrt_cuda_free_blocks(dsrt_cuda_block *b)
     }
 }
 
+static void dsrt_cuda_capture_done(dsrt_cuda_stream *s);
+
 static void dsrt_cuda_stream_destroy(void *sctx)
 {
     dsrt_cuda_stream *s = sctx;
     gpuSetDevice(s->dev->index);
-    gpuStreamSynchronize(s->s);
-    if (s->capturing) {
+    if (s->capture_origin) { /* a joined stream leaves its origin's list */
+        dsrt_cuda_stream *o = s->capture_origin;
+        for (int i = 0; i < o->n_joined; i++)
+            if (o->joined[i] == s) o->joined[i] = o->joined[--o->n_joined];
+    } else if (s->capturing) {
         gpuGraph_t g = NULL;
         if (gpuStreamEndCapture(s->s, &g) == gpuSuccess && g) gpuGraphDestroy(g);
         gpuGetLastError();
+        dsrt_cuda_capture_done(s);
     }
+    gpuStreamSynchronize(s->s);
     dsrt_cuda_blas_release(s);
     if (s->scratch) gpuFree(s->scratch);
     dsrt_cuda_free_blocks(s->retired);
@@ -514,8 +522,9 @@ dsrt_status dsrt_cuda_scratch(void *user, size_t bytes, void **ptr)
             return dsrt_cuda_check(e, GPU_API("Malloc (graph scratch)"));
         }
         b->size = need;
-        b->next = s->capture_blocks;
-        s->capture_blocks = b;
+        dsrt_cuda_stream *owner = s->capture_origin ? s->capture_origin : s;
+        b->next = owner->capture_blocks;
+        owner->capture_blocks = b;
         *ptr = b->ptr;
         return DSRT_OK;
     }
@@ -678,39 +687,75 @@ static dsrt_status dsrt_cuda_fill(void *sctx, void *dst, size_t off, size_t byte
 
 /* ---- events ---- */
 
+/* An event, and the capture it was last recorded into (NULL: recorded outside any capture). The origin
+ * is only compared with the device's list of capturing streams, never followed once that capture ended. */
+typedef struct dsrt_cuda_event {
+    gpuEvent_t e;
+    dsrt_cuda_device *dev;
+    dsrt_cuda_stream *origin;
+} dsrt_cuda_event;
+
 static dsrt_status dsrt_cuda_event_create(void *dctx, void **ectx)
 {
     dsrt_cuda_device *d = dctx;
     DSRT_CUDA_TRY(gpuSetDevice(d->index), GPU_API("SetDevice"));
-    gpuEvent_t e;
-    DSRT_CUDA_TRY(gpuEventCreateWithFlags(&e, gpuEventDisableTiming), GPU_API("EventCreate"));
-    *ectx = e;
+    dsrt_cuda_event *ev = calloc(1, sizeof *ev);
+    if (!ev) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory for an event");
+    dsrt_status st = dsrt_cuda_check(gpuEventCreateWithFlags(&ev->e, gpuEventDisableTiming), GPU_API("EventCreate"));
+    if (st) {
+        free(ev);
+        return st;
+    }
+    ev->dev = d;
+    *ectx = ev;
     return DSRT_OK;
 }
 
 static void dsrt_cuda_event_destroy(void *ectx)
 {
-    if (ectx) gpuEventDestroy((gpuEvent_t)ectx);
+    dsrt_cuda_event *ev = ectx;
+    if (!ev) return;
+    gpuEventDestroy(ev->e);
+    free(ev);
 }
 
 static dsrt_status dsrt_cuda_event_record(void *ectx, void *sctx)
 {
-    return dsrt_cuda_check(gpuEventRecord((gpuEvent_t)ectx, ((dsrt_cuda_stream *)sctx)->s), GPU_API("EventRecord"));
+    dsrt_cuda_event *ev = ectx;
+    dsrt_cuda_stream *s = sctx;
+    ev->origin = s->capturing ? (s->capture_origin ? s->capture_origin : s) : NULL;
+    return dsrt_cuda_check(gpuEventRecord(ev->e, s->s), GPU_API("EventRecord"));
 }
 
+/* Waiting on an event recorded in a capture joins that capture (CUDA and HIP put the stream's later
+ * work into the graph): the stream then takes graph-owned scratch, and the origin's end of capture
+ * ends it here too. The origin must wait on this stream again before it ends (the runtime refuses an
+ * unjoined capture). */
 static dsrt_status dsrt_cuda_stream_wait_event(void *sctx, void *ectx)
 {
-    return dsrt_cuda_check(gpuStreamWaitEvent(((dsrt_cuda_stream *)sctx)->s, (gpuEvent_t)ectx, 0), GPU_API("StreamWaitEvent"));
+    dsrt_cuda_stream *s = sctx;
+    dsrt_cuda_event *ev = ectx;
+    bool live = false;
+    for (int i = 0; ev->origin && i < DSRT_CUDA_MAX_CAPTURES; i++) live = live || s->dev->capturing[i] == ev->origin;
+    if (live && !s->capturing && ev->origin != s) {
+        dsrt_cuda_stream *o = ev->origin;
+        if (o->n_joined == DSRT_CUDA_MAX_JOINED)
+            return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "more than %d streams joined one graph capture", DSRT_CUDA_MAX_JOINED);
+        o->joined[o->n_joined++] = s;
+        s->capturing = true;
+        s->capture_origin = o;
+    }
+    return dsrt_cuda_check(gpuStreamWaitEvent(s->s, ev->e, 0), GPU_API("StreamWaitEvent"));
 }
 
 static dsrt_status dsrt_cuda_event_sync(void *ectx)
 {
-    return dsrt_cuda_check(gpuEventSynchronize((gpuEvent_t)ectx), GPU_API("EventSynchronize"));
+    return dsrt_cuda_check(gpuEventSynchronize(((dsrt_cuda_event *)ectx)->e), GPU_API("EventSynchronize"));
 }
 
 static dsrt_status dsrt_cuda_event_query(void *ectx, bool *done)
 {
-    gpuError_t e = gpuEventQuery((gpuEvent_t)ectx);
+    gpuError_t e = gpuEventQuery(((dsrt_cuda_event *)ectx)->e);
     if (e == gpuErrorNotReady) {
         gpuGetLastError();
         *done = false;
@@ -727,18 +772,41 @@ static dsrt_status dsrt_cuda_begin_capture(void *sctx)
     dsrt_cuda_stream *s = sctx;
     DSRT_CUDA_TRY(gpuSetDevice(s->dev->index), GPU_API("SetDevice"));
     /* relaxed: scratch for captured ops is allocated (not captured) while capturing */
+    if (s->capturing) return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "the stream is already recording a graph");
+    int slot = 0;
+    while (slot < DSRT_CUDA_MAX_CAPTURES && s->dev->capturing[slot]) slot++;
+    if (slot == DSRT_CUDA_MAX_CAPTURES)
+        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "more than %d graph captures at once on " DSRT_GPU_RT_NAME ":%d",
+                          DSRT_CUDA_MAX_CAPTURES, s->dev->index);
     DSRT_CUDA_TRY(gpuStreamBeginCapture(s->s, gpuStreamCaptureModeRelaxed), GPU_API("StreamBeginCapture"));
     s->capturing = true;
     s->capture_blocks = NULL;
+    s->n_joined = 0;
+    s->dev->capturing[slot] = s;
     return DSRT_OK;
+}
+
+/* The capture of origin `s` is over: its joined streams record no more, and it leaves the device's list. */
+static void dsrt_cuda_capture_done(dsrt_cuda_stream *s)
+{
+    for (int i = 0; i < s->n_joined; i++) {
+        s->joined[i]->capturing = false;
+        s->joined[i]->capture_origin = NULL;
+    }
+    s->n_joined = 0;
+    for (int i = 0; i < DSRT_CUDA_MAX_CAPTURES; i++)
+        if (s->dev->capturing[i] == s) s->dev->capturing[i] = NULL;
 }
 
 static dsrt_status dsrt_cuda_end_capture(void *sctx, void **gctx)
 {
     dsrt_cuda_stream *s = sctx;
+    if (s->capture_origin)
+        return dsrt_error(DSRT_CODE_INVALID_ARGUMENT, "this stream joined another stream's graph capture; that stream ends it");
     s->capturing = false;
     gpuGraph_t graph = NULL;
     gpuError_t e = gpuStreamEndCapture(s->s, &graph);
+    dsrt_cuda_capture_done(s);
     dsrt_cuda_block *blocks = s->capture_blocks;
     s->capture_blocks = NULL;
     if (e != gpuSuccess) {

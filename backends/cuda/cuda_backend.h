@@ -47,6 +47,10 @@ typedef struct dsrt_cuda_lt_variant {
 } dsrt_cuda_lt_variant;
 
 struct dsrt_hip_rocblas;
+struct dsrt_cuda_stream;
+
+#define DSRT_CUDA_MAX_CAPTURES 8 /* streams of a device capturing at once */
+#define DSRT_CUDA_MAX_JOINED 8   /* streams joined to one capture */
 
 typedef struct dsrt_cuda_device {
     int index;
@@ -65,6 +69,8 @@ typedef struct dsrt_cuda_device {
     bool early_launch; /* programmatic dependent launch (sm_90+, not DSRT_CUDA_NO_PDL) */
     struct dsrt_hip_rocblas *blas; /* HIP: rocBLAS when loaded (hip_rocblas.h), else NULL */
     char blas_note[200];           /* HIP: why rocBLAS is not used */
+    /* streams of this device now capturing a graph (origins, not the streams that joined them) */
+    struct dsrt_cuda_stream *capturing[DSRT_CUDA_MAX_CAPTURES];
 } dsrt_cuda_device;
 
 typedef struct dsrt_cuda_block {
@@ -98,6 +104,11 @@ typedef struct dsrt_cuda_stream {
     /* during graph capture, scratch comes from blocks the graph will own */
     bool capturing;
     dsrt_cuda_block *capture_blocks;
+    /* A stream that joined another's capture (it waited on an event recorded there) records into that
+     * graph: its origin owns its scratch blocks and ends its capture. The origin lists its joiners. */
+    struct dsrt_cuda_stream *capture_origin;
+    struct dsrt_cuda_stream *joined[DSRT_CUDA_MAX_JOINED];
+    int n_joined;
     dsrt_status scratch_err;
     /* Buffers written by the ops since the last one whose kernels launch normally (those wait for all
      * earlier work): early-launched kernels of the next op may overlap their writers. -1: too many to

@@ -27,6 +27,7 @@ typedef struct fwd {
     struct {
         dsrt_tensor tokens, pos, slots, row_seq, kv_len, kv_start, block_table, logit_rows;
         dsrt_tensor state[DSRT_STATE_SLOTS];
+        bool forked; /* the side stream has work the main stream has not waited for */
     } d[DSRT_MAX_MODEL_DEVICES];
 } fwd;
 
@@ -64,10 +65,45 @@ static dsrt_status flat_scaled(const dsrt_tensor *t, int64_t rows, int64_t cols,
 static bool fp8(fwd *F) { return F->m->numerics == DSRT_NUMERICS_FP8; }
 
 /* y = x W^T with the numerics' rules: FP8 weights run the official FP8 GEMM in fp8 numerics. */
-static dsrt_status linear(fwd *F, int dev, const dsrt_tensor *x, const dsrt_tensor *w, float alpha, const dsrt_tensor *y)
+static dsrt_status linear_on(fwd *F, dsrt_stream *s, const dsrt_tensor *x, const dsrt_tensor *w, float alpha,
+                             const dsrt_tensor *y)
 {
     bool q = fp8(F) && w->dtype == DSRT_E4M3;
-    return dsrt_linear(ST(F, dev), x, w, q, F->m->cfg.scale_ue8m0, alpha, y);
+    return dsrt_linear(s, x, w, q, F->m->cfg.scale_ue8m0, alpha, y);
+}
+
+static dsrt_status linear(fwd *F, int dev, const dsrt_tensor *x, const dsrt_tensor *w, float alpha, const dsrt_tensor *y)
+{
+    return linear_on(F, ST(F, dev), x, w, alpha, y);
+}
+
+/* ---- the side stream ----
+ * Chains that do not depend on each other (the indexer beside the query and latent path; the shared
+ * expert beside the router and the routed experts) go on two streams where the device runs streams
+ * concurrently: at batch 1 each chain is a run of small kernels that leave most of the device idle.
+ * side_fork makes the side stream wait for everything enqueued on the main stream so far and gives
+ * the stream the chain goes on; side_join makes the main stream wait for that chain. Without a side
+ * stream both give the main stream and do nothing. A forward joins every fork before it returns. */
+static dsrt_status side_fork(fwd *F, int dev, dsrt_stream **s)
+{
+    dsrt_model_dev *d = &F->m->devs[dev];
+    *s = d->stream;
+    if (!d->side) return DSRT_OK;
+    DSRT_TRY(dsrt_event_record(d->fork_ev, d->stream));
+    DSRT_TRY(dsrt_stream_wait_event(d->side, d->fork_ev));
+    F->d[dev].forked = true;
+    *s = d->side;
+    return DSRT_OK;
+}
+
+static dsrt_status side_join(fwd *F, int dev)
+{
+    dsrt_model_dev *d = &F->m->devs[dev];
+    if (!F->d[dev].forked) return DSRT_OK;
+    DSRT_TRY(dsrt_event_record(d->join_ev, d->side));
+    DSRT_TRY(dsrt_stream_wait_event(d->stream, d->join_ev));
+    F->d[dev].forked = false;
+    return DSRT_OK;
 }
 
 /* Moves a [T, H] tensor to another device's state slot (waiting for the source device first). */
@@ -114,26 +150,26 @@ static dsrt_status dump(fwd *F, int dev, const dsrt_tensor *t, const char *what,
 
 /* ---- §4 the lightning indexer: writes this chunk's keys to the indexer cache and, when any row sees
  * more than index_topk positions, selects the top positions of every row. ---- */
-static dsrt_status indexer(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const dsrt_tensor *qr, bool select, dsrt_tensor *indices)
+static dsrt_status indexer(fwd *F, dsrt_layer *ly, dsrt_stream *s, const dsrt_tensor *x, const dsrt_tensor *qr, bool select,
+                           dsrt_tensor *indices)
 {
     dsrt_model *m = F->m;
     const dsrt_model_config *c = &m->cfg;
     int dev = ly->attn_dev;
-    dsrt_stream *s = ST(F, dev);
     int64_t T = F->T, ih = c->index_n_heads, id = c->index_head_dim, dr = c->qk_rope_head_dim;
     dsrt_dtype act = m->act;
     const dsrt_tensor *cs = &m->devs[dev].rope_cos_sin;
     /* 1. queries from qr, [pe | rest] per head, RoPE half-split on pe */
     dsrt_tensor iq, iq3, iq_pe;
     DSRT_TRY(tmp(F, dev, act, 2, S2(T, ih * id), &iq));
-    DSRT_TRY(linear(F, dev, qr, &ly->idx_wq_b, 1.0f, &iq));
+    DSRT_TRY(linear_on(F, s, qr, &ly->idx_wq_b, 1.0f, &iq));
     DSRT_TRY(view(&iq, 0, 3, S3(T, ih, id), S3(ih * id, id, 1), &iq3));
     DSRT_TRY(view(&iq, 0, 3, S3(T, ih, dr), S3(ih * id, id, 1), &iq_pe));
     DSRT_TRY(dsrt_rope(s, &iq_pe, &F->d[dev].pos, cs, false, &iq_pe));
     /* 2. the key: LayerNorm(wk x), RoPE half-split on its pe part */
     dsrt_tensor ik, ikn, ik_pe;
     DSRT_TRY(tmp(F, dev, act, 2, S2(T, id), &ik));
-    DSRT_TRY(linear(F, dev, x, &ly->idx_wk, 1.0f, &ik));
+    DSRT_TRY(linear_on(F, s, x, &ly->idx_wk, 1.0f, &ik));
     DSRT_TRY(tmp(F, dev, act, 2, S2(T, id), &ikn));
     DSRT_TRY(dsrt_layer_norm(s, &ik, &ly->idx_k_norm_w, &ly->idx_k_norm_b, (float)c->rms_norm_eps, &ikn));
     DSRT_TRY(view(&ikn, 0, 2, S2(T, dr), S2(id, 1), &ik_pe));
@@ -186,6 +222,14 @@ static dsrt_status attention(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const
     DSRT_TRY(linear(F, dev, x, &ly->q_a, 1.0f, &qa));
     DSRT_TRY(tmp(F, dev, act, 2, S2(T, ql), &qr));
     DSRT_TRY(dsrt_rms_norm(s, &qa, &ly->q_a_norm, NULL, eps, &qr, NULL));
+    /* §4: the indexer (it reads x and qr only) picks positions when some row sees more than
+     * index_topk of them; it runs beside steps 1-4 and joins before attention */
+    dsrt_tensor idx = {0};
+    if (c->has_indexer) {
+        dsrt_stream *is;
+        DSRT_TRY(side_fork(F, dev, &is));
+        DSRT_TRY(indexer(F, ly, is, x, &qr, F->select, &idx));
+    }
     DSRT_TRY(tmp(F, dev, act, 2, S2(T, nh * dq), &q));
     DSRT_TRY(linear(F, dev, &qr, &ly->q_b, 1.0f, &q));
     DSRT_TRY(view(&q, 0, 3, S3(T, nh, dq), S3(nh * dq, dq, 1), &q3));
@@ -210,9 +254,16 @@ static dsrt_status attention(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const
     }
     /* 4. cache the latent and the rope key */
     DSRT_TRY(dsrt_cache_write(s, &lat, &F->d[dev].slots, &k_pe, m->cache_format, c->scale_ue8m0, &ly->kv_cache));
-    /* §4: the indexer picks positions when some row sees more than index_topk of them */
-    dsrt_tensor idx = {0};
-    if (c->has_indexer) DSRT_TRY(indexer(F, ly, x, &qr, F->select, &idx));
+    /* the absorbed query does not need the indexer either */
+    dsrt_tensor w_uk, w_uv, q_lat;
+    if (!F->prefill) {
+        const dsrt_tensor *wb = &ly->kv_b_deq;
+        DSRT_TRY(view(wb, 0, 3, S3(nh, dn, dc), S3((dn + dv) * dc, dc, 1), &w_uk));
+        DSRT_TRY(view(wb, dn * dc, 3, S3(nh, dv, dc), S3((dn + dv) * dc, dc, 1), &w_uv));
+        DSRT_TRY(tmp(F, dev, act, 3, S3(T, nh, dc), &q_lat));
+        DSRT_TRY(dsrt_head_linear(s, &q_nope, &w_uk, true, &q_lat));
+    }
+    DSRT_TRY(side_join(F, dev));
     const dsrt_tensor *sel = idx.buf ? &idx : NULL;
     if (sel) DSRT_TRY(dump(F, dev, sel, "indices", ly->index));
     /* 5-7. attention, expanded (prefill) or absorbed (everything else) */
@@ -226,12 +277,7 @@ static dsrt_status attention(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const
         DSRT_TRY(view(&kvx, dn, 3, S3(T, nh, dv), S3(nh * (dn + dv), dn + dv, 1), &v));
         DSRT_TRY(dsrt_mla_prefill(s, &q3, &k_nope, &k_pe, &v, &F->d[dev].kv_start, &F->d[dev].kv_len, sel, m->softmax_scale, &o));
     } else {
-        dsrt_tensor w_uk, w_uv, q_lat, o_lat;
-        const dsrt_tensor *wb = &ly->kv_b_deq;
-        DSRT_TRY(view(wb, 0, 3, S3(nh, dn, dc), S3((dn + dv) * dc, dc, 1), &w_uk));
-        DSRT_TRY(view(wb, dn * dc, 3, S3(nh, dv, dc), S3((dn + dv) * dc, dc, 1), &w_uv));
-        DSRT_TRY(tmp(F, dev, act, 3, S3(T, nh, dc), &q_lat));
-        DSRT_TRY(dsrt_head_linear(s, &q_nope, &w_uk, true, &q_lat));
+        dsrt_tensor o_lat;
         DSRT_TRY(tmp(F, dev, act, 3, S3(T, nh, dc), &o_lat));
         DSRT_TRY(dsrt_mla_decode(s, &q_lat, &q_pe, &ly->kv_cache, m->cache_format, m->page_size, &F->d[dev].block_table,
                                  &F->d[dev].row_seq, &F->d[dev].kv_len, sel, m->softmax_scale, &o_lat));
@@ -243,18 +289,18 @@ static dsrt_status attention(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const
 }
 
 /* ---- §5 FFN ---- */
-static dsrt_status swiglu_mlp(fwd *F, int dev, const dsrt_tensor *x, const dsrt_tensor *gate, const dsrt_tensor *up,
-                              const dsrt_tensor *down, const dsrt_tensor *out)
+static dsrt_status swiglu_mlp(fwd *F, dsrt_stream *s, int dev, const dsrt_tensor *x, const dsrt_tensor *gate,
+                              const dsrt_tensor *up, const dsrt_tensor *down, const dsrt_tensor *out)
 {
     int64_t T = x->shape[0], I = gate->shape[0];
     dsrt_tensor g, u, a;
     DSRT_TRY(tmp(F, dev, F->m->act, 2, S2(T, I), &g));
     DSRT_TRY(tmp(F, dev, F->m->act, 2, S2(T, I), &u));
     DSRT_TRY(tmp(F, dev, F->m->act, 2, S2(T, I), &a));
-    DSRT_TRY(linear(F, dev, x, gate, 1.0f, &g));
-    DSRT_TRY(linear(F, dev, x, up, 1.0f, &u));
-    DSRT_TRY(dsrt_swiglu(ST(F, dev), &g, &u, &a));
-    return linear(F, dev, &a, down, 1.0f, out);
+    DSRT_TRY(linear_on(F, s, x, gate, 1.0f, &g));
+    DSRT_TRY(linear_on(F, s, x, up, 1.0f, &u));
+    DSRT_TRY(dsrt_swiglu(s, &g, &u, &a));
+    return linear_on(F, s, &a, down, 1.0f, out);
 }
 
 /* Routed experts of one shard: dispatch rows by expert, grouped SwiGLU, weighted combine. */
@@ -281,6 +327,7 @@ static dsrt_status expert_shard(fwd *F, const dsrt_expert_shard *sh, const dsrt_
     DSRT_TRY(dsrt_linear_grouped(s, &xp, &sh->up, &offs, q, pow2, &u));
     DSRT_TRY(dsrt_swiglu(s, &g, &u, &a));
     DSRT_TRY(dsrt_linear_grouped(s, &a, &sh->down, &offs, q && sh->down.dtype == DSRT_E4M3, pow2, &yp));
+    if (shared) DSRT_TRY(side_join(F, dev)); /* the shared expert ran beside */
     return dsrt_moe_combine(s, &yp, &sr, ids, w, shared, out);
 }
 
@@ -299,6 +346,14 @@ static dsrt_status moe(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const dsrt_
     int dev = ly->ffn_dev;
     dsrt_stream *s = ST(F, dev);
     int64_t T = F->T, E = c->n_routed_experts, k = c->num_experts_per_tok, H = c->hidden_size;
+    /* the shared expert (step 4) runs beside steps 1-3 and the routed experts */
+    dsrt_tensor shared = {0};
+    if (ly->sh_gate.buf) {
+        dsrt_stream *ss;
+        DSRT_TRY(side_fork(F, dev, &ss));
+        DSRT_TRY(tmp(F, dev, m->act, 2, S2(T, H), &shared));
+        DSRT_TRY(swiglu_mlp(F, ss, dev, x, &ly->sh_gate, &ly->sh_up, &ly->sh_down, &shared));
+    }
     /* 1-3. router in fp32: sigmoid scores, corrected choice, group limits, normalized weights */
     dsrt_tensor logits, ids, w;
     DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(T, E), &logits));
@@ -308,12 +363,6 @@ static dsrt_status moe(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const dsrt_
     DSRT_TRY(dsrt_moe_gate(s, &logits, ly->router_bias.buf ? &ly->router_bias : NULL, (int)k, (int)c->n_group, (int)c->topk_group,
                            strcmp(c->scoring_func, "softmax") == 0 ? DSRT_SCORE_SOFTMAX : DSRT_SCORE_SIGMOID, c->norm_topk_prob,
                            (float)c->routed_scaling_factor, &ids, &w));
-    /* 4. the shared expert, then the routed ones */
-    dsrt_tensor shared = {0};
-    if (ly->sh_gate.buf) {
-        DSRT_TRY(tmp(F, dev, m->act, 2, S2(T, H), &shared));
-        DSRT_TRY(swiglu_mlp(F, dev, x, &ly->sh_gate, &ly->sh_up, &ly->sh_down, &shared));
-    }
     if (ly->n_shards == 1 && ly->shards[0].dev == dev)
         return expert_shard(F, &ly->shards[0], x, &ids, &w, shared.buf ? &shared : NULL, out); /* the official order */
     /* Experts over several devices: each shard's weighted sum in f32, added on the FFN device. */
@@ -338,6 +387,7 @@ static dsrt_status moe(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const dsrt_
         }
         DSRT_TRY(dsrt_add(s, &acc, &part, &acc));
     }
+    DSRT_TRY(side_join(F, dev));
     if (shared.buf) return dsrt_add(s, &acc, &shared, out);
     return dsrt_convert(s, &acc, out);
 }
@@ -396,7 +446,7 @@ static dsrt_status layer(fwd *F, dsrt_layer *ly, stream_pos *p)
     DSRT_TRY(norm_block_input(F, p, &ly->ffn_norm, &xn, &out));
     const dsrt_tensor *y = &F->d[dev].state[out];
     if (ly->moe) DSRT_TRY(moe(F, ly, &xn, y));
-    else DSRT_TRY(swiglu_mlp(F, dev, &xn, &ly->gate, &ly->up, &ly->down, y));
+    else DSRT_TRY(swiglu_mlp(F, ST(F, dev), dev, &xn, &ly->gate, &ly->up, &ly->down, y));
     DSRT_TRY(dump(F, dev, y, "ffn", ly->index));
     p->h = out;
     /* shards on other devices finished when their results were copied back */
@@ -642,6 +692,11 @@ dsrt_status dsrt_model_forward(dsrt_model *m, const dsrt_batch_item *items, int 
         dsrt_status s2 = dsrt_stream_sync(m->devs[d].stream);
         if (!st) st = s2;
         else dsrt_status_free(s2);
+        if (m->devs[d].side) { /* joined on success; after a failure it may still run */
+            s2 = dsrt_stream_sync(m->devs[d].side);
+            if (!st) st = s2;
+            else dsrt_status_free(s2);
+        }
         dsrt_arena_reset(&m->devs[d].arena);
     }
     if (!st)

@@ -33,6 +33,12 @@ static dsrt_status open_devices(dsrt_model *m)
         m->n_devs = i + 1;
         DSRT_TRY(dsrt_stream_create(d->dev, &d->stream));
         dsrt_arena_init(&d->arena, d->dev);
+        const char *side = getenv("DSRT_SIDE_STREAM");
+        if (dsrt_device_get_caps(d->dev)->concurrent_streams && !(side && strcmp(side, "0") == 0)) {
+            DSRT_TRY(dsrt_stream_create(d->dev, &d->side));
+            DSRT_TRY(dsrt_event_create(d->dev, &d->fork_ev));
+            DSRT_TRY(dsrt_event_create(d->dev, &d->join_ev));
+        }
     }
     return DSRT_OK;
 }
@@ -143,6 +149,9 @@ void dsrt_model_free(dsrt_model *m)
     free(m->owned);
     for (int d = 0; d < m->n_devs; d++) {
         dsrt_arena_destroy(&m->devs[d].arena);
+        if (m->devs[d].fork_ev) dsrt_event_release(m->devs[d].fork_ev);
+        if (m->devs[d].join_ev) dsrt_event_release(m->devs[d].join_ev);
+        if (m->devs[d].side) dsrt_stream_release(m->devs[d].side);
         dsrt_stream_release(m->devs[d].stream);
         dsrt_device_release(m->devs[d].dev);
     }

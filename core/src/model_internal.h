@@ -56,6 +56,10 @@ void dsrt_arena_restore(dsrt_arena *a, dsrt_arena_mark m);
 typedef struct dsrt_model_dev {
     dsrt_device *dev;
     dsrt_stream *stream;
+    /* a second stream for independent chains, where the device runs streams concurrently
+     * (dsrt_device_caps.concurrent_streams; DSRT_SIDE_STREAM=0 leaves it out); NULL otherwise */
+    dsrt_stream *side;
+    dsrt_event *fork_ev, *join_ev;
     dsrt_arena arena;
     dsrt_tensor rope_cos_sin;     /* [P, rope/2, 2] f32 */
 } dsrt_model_dev;

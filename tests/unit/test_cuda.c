@@ -1319,6 +1319,121 @@ START_TEST(t_runtime)
 }
 END_TEST
 
+/* A graph captured over two streams, as the model's forward records the indexer and the shared expert
+ * beside the main chain: the side stream joins the capture by waiting on an event recorded in it, runs
+ * an FP8 GEMV there (its split-K scratch must belong to the graph), and the main stream waits for it
+ * before the top-k. Replayed on new data against the CPU. Then the refusals: the joined stream cannot
+ * end the capture, and a capture whose side stream never rejoined fails to end without harm. */
+static void enqueue_gpu(dsrt_stream *s, const pop *p)
+{
+    dsrt_op op = p->op;
+    for (int j = 0; j < DSRT_OP_MAX_IN; j++) op.in[j] = p->in[j] ? p->in[j]->g : (dsrt_tensor){0};
+    for (int j = 0; j < DSRT_OP_MAX_OUT; j++) op.out[j] = p->out[j] ? p->out[j]->g : (dsrt_tensor){0};
+    ck_ok(dsrt_enqueue(s, &op));
+}
+
+START_TEST(t_graph_fork)
+{
+    dsrt_stream *side;
+    dsrt_event *fork, *join;
+    ck_ok(dsrt_stream_create(g_gpu, &side));
+    ck_ok(dsrt_event_create(g_gpu, &fork));
+    ck_ok(dsrt_event_create(g_gpu, &join));
+    pt x, w, y, lw, lw2, ly, ly2, ix;
+    pt_rand(&x, DSRT_BF16, 2, SH(1, 2048), 1.0f);
+    pt_rand(&w, DSRT_BF16, 1, SH(2048), 1.0f);
+    pt_out(&y, DSRT_BF16, 2, SH(1, 2048));
+    pt_fp8_weight(&lw, 2, SH(256, 2048), DSRT_UE8M0); /* 16 row blocks: split K, scratch partial sums */
+    pt_fp8_weight(&lw2, 2, SH(384, 2048), DSRT_UE8M0);
+    pt_out(&ly, DSRT_F32, 2, SH(1, 256));
+    pt_out(&ly2, DSRT_BF16, 2, SH(1, 384));
+    pt_out(&ix, DSRT_I32, 2, SH(1, 16));
+    pop norm = pop_init(DSRT_OP_RMS_NORM), l1 = pop_init(DSRT_OP_LINEAR), l2 = pop_init(DSRT_OP_LINEAR),
+        tk = pop_init(DSRT_OP_TOPK);
+    norm.in[0] = &x;
+    norm.in[1] = &w;
+    norm.out[0] = &y;
+    l1.in[0] = l2.in[0] = &y;
+    l1.in[1] = &lw;
+    l2.in[1] = &lw2;
+    l1.out[0] = &ly;
+    l2.out[0] = &ly2;
+    l1.op.p.act_quant = l2.op.p.act_quant = true;
+    l1.op.p.scale_pow2 = l2.op.p.scale_pow2 = true;
+    tk.in[0] = &ly;
+    tk.out[0] = &ix;
+    tk.op.p.k = 16;
+    ck_ok(dsrt_stream_begin_capture(g_gs));
+    enqueue_gpu(g_gs, &norm);
+    ck_ok(dsrt_event_record(fork, g_gs));
+    ck_ok(dsrt_stream_wait_event(side, fork));
+    enqueue_gpu(side, &l1);
+    enqueue_gpu(g_gs, &l2);
+    ck_ok(dsrt_event_record(join, side));
+    /* the joined stream does not end its origin's capture */
+    dsrt_graph *bad = NULL;
+    dsrt_status st = dsrt_stream_end_capture(side, &bad);
+    ck_assert_msg(st != NULL && bad == NULL, "a joined stream ended the capture");
+    printf("  %-16s joined stream ends the capture: \"%s\"\n", "graph", dsrt_status_message(st));
+    dsrt_status_free(st);
+    ck_ok(dsrt_stream_wait_event(g_gs, join));
+    enqueue_gpu(g_gs, &tk);
+    dsrt_graph *gr;
+    ck_ok(dsrt_stream_end_capture(g_gs, &gr));
+    for (int rep = 0; rep < 2; rep++) {
+        pt nx;
+        pt_rand(&nx, DSRT_BF16, 2, SH(1, 2048), 1.0f);
+        ck_ok(dsrt_stream_copy(g_cs, nx.c.buf, 0, x.c.buf, 0, x.bytes));
+        ck_ok(dsrt_stream_copy(g_gs, nx.g.buf, 0, x.g.buf, 0, x.bytes));
+        ck_ok(dsrt_stream_sync(g_cs));
+        ck_ok(dsrt_stream_sync(g_gs));
+        pt_free(&nx);
+        pt_poison(&ly, 0xff);
+        pt_poison(&ly2, 0xff);
+        pt_poison(&ix, 0x7f);
+        ck_ok(dsrt_graph_launch(gr, g_gs));
+        ck_ok(dsrt_stream_sync(g_gs));
+        ck_ok(run_on(&norm, false, g_cpu, g_cs));
+        ck_ok(run_on(&l1, false, g_cpu, g_cs));
+        ck_ok(run_on(&l2, false, g_cpu, g_cs));
+        record("graph", "two-stream capture: side stream's FP8 GEMV", pt_nmse(&ly), MM);
+        record("graph", "two-stream capture: main stream's FP8 GEMV", pt_nmse(&ly2), MM);
+        void *gly = download(&ly.g, g_gs, ly.bytes);
+        ck_ok(dsrt_stream_write(g_cs, ly.c.buf, 0, gly, ly.bytes));
+        ck_ok(dsrt_stream_sync(g_cs));
+        free(gly);
+        ck_ok(run_on(&tk, false, g_cpu, g_cs));
+        record("graph", "two-stream capture: top-k after the join", pt_exact(&ix), 0.0);
+    }
+    dsrt_graph_release(gr);
+    /* a side stream that never rejoins: ending the capture fails, and both streams work afterwards */
+    ck_ok(dsrt_stream_begin_capture(g_gs));
+    enqueue_gpu(g_gs, &norm);
+    ck_ok(dsrt_event_record(fork, g_gs));
+    ck_ok(dsrt_stream_wait_event(side, fork));
+    enqueue_gpu(side, &l1);
+    bad = NULL;
+    st = dsrt_stream_end_capture(g_gs, &bad);
+    ck_assert_msg(st != NULL && bad == NULL, "a capture with an unjoined stream ended");
+    printf("  %-16s unjoined side stream: \"%s\"\n", "graph", dsrt_status_message(st));
+    dsrt_status_free(st);
+    dsrt_status s1 = dsrt_stream_sync(side), s2 = dsrt_stream_sync(g_gs);
+    dsrt_status_free(s1); /* the runtime may report the invalidated capture here once */
+    dsrt_status_free(s2);
+    ck_ok(run_on(&l1, true, g_gpu, side));
+    ck_ok(run_on(&norm, true, g_gpu, g_gs));
+    ck_ok(run_on(&l1, true, g_gpu, g_gs));
+    ck_ok(run_on(&norm, false, g_cpu, g_cs));
+    ck_ok(run_on(&l1, false, g_cpu, g_cs));
+    record("graph", "after a failed two-stream capture: GEMV", pt_nmse(&ly), MM);
+    dsrt_event_release(fork);
+    dsrt_event_release(join);
+    dsrt_stream_release(side);
+    pt all[] = {x, w, y, lw, lw2, ly, ly2, ix};
+    free_all(all, 8);
+}
+END_TEST
+
 /* Whether `name` contains one of the comma-separated words of `list`. */
 static bool name_in_list(const char *name, const char *list)
 {
@@ -1377,6 +1492,7 @@ int main(int argc, char **argv)
                  {"act_quant_hadamard", t_act_quant_hadamard},
                  {"linear", t_linear},
                  {"linear_fp8_engines", t_linear_fp8_engines},
+                 {"graph_fork", t_graph_fork},
                  {"linear_grouped", t_linear_grouped},
                  {"head_linear", t_head_linear},
                  {"cache_write", t_cache_write},

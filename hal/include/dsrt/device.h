@@ -41,6 +41,10 @@ typedef struct dsrt_device_caps {
     bool native_bf16;
     bool native_fp16;
     bool unified_memory;      /* host can address device buffers directly */
+    /* Work on two streams of the device can run at once, and a stream that waits on an event recorded
+     * in a capturing stream joins that capture: the model then runs independent chains (the indexer,
+     * the shared expert) on a second stream. */
+    bool concurrent_streams;
     double peak_mem_gbs;      /* memory bandwidth for rooflines, GB/s; 0 unknown */
     double peak_tflops_bf16;  /* dense bf16 peak, TFLOP/s; 0 unknown */
     double peak_tflops_fp8;   /* dense fp8 peak, TFLOP/s; 0 unknown */
