@@ -148,24 +148,16 @@ static dsrt_status norm_block_input(fwd *F, stream_pos *p, const dsrt_tensor *w,
 
 static dsrt_status dump(fwd *F, int dev, const dsrt_tensor *t, const char *what, int64_t layer);
 
-/* ---- §4 the lightning indexer: writes this chunk's keys to the indexer cache and, when any row sees
- * more than index_topk positions, selects the top positions of every row. ---- */
-static dsrt_status indexer(fwd *F, dsrt_layer *ly, dsrt_stream *s, const dsrt_tensor *x, const dsrt_tensor *qr, bool select,
-                           dsrt_tensor *indices)
+/* ---- §4 the lightning indexer, in two parts: the key (cached) and the per-head weights, which need x
+ * only, then the queries from qr, the scores and, when any row sees more than index_topk positions,
+ * the top positions of every row. ---- */
+static dsrt_status indexer_keys(fwd *F, dsrt_layer *ly, dsrt_stream *s, const dsrt_tensor *x, bool select, dsrt_tensor *w)
 {
     dsrt_model *m = F->m;
     const dsrt_model_config *c = &m->cfg;
     int dev = ly->attn_dev;
     int64_t T = F->T, ih = c->index_n_heads, id = c->index_head_dim, dr = c->qk_rope_head_dim;
     dsrt_dtype act = m->act;
-    const dsrt_tensor *cs = &m->devs[dev].rope_cos_sin;
-    /* 1. queries from qr, [pe | rest] per head, RoPE half-split on pe */
-    dsrt_tensor iq, iq3, iq_pe;
-    DSRT_TRY(tmp(F, dev, act, 2, S2(T, ih * id), &iq));
-    DSRT_TRY(linear_on(F, s, qr, &ly->idx_wq_b, 1.0f, &iq));
-    DSRT_TRY(view(&iq, 0, 3, S3(T, ih, id), S3(ih * id, id, 1), &iq3));
-    DSRT_TRY(view(&iq, 0, 3, S3(T, ih, dr), S3(ih * id, id, 1), &iq_pe));
-    DSRT_TRY(dsrt_rope(s, &iq_pe, &F->d[dev].pos, cs, false, &iq_pe));
     /* 2. the key: LayerNorm(wk x), RoPE half-split on its pe part */
     dsrt_tensor ik, ikn, ik_pe;
     DSRT_TRY(tmp(F, dev, act, 2, S2(T, id), &ik));
@@ -173,31 +165,53 @@ static dsrt_status indexer(fwd *F, dsrt_layer *ly, dsrt_stream *s, const dsrt_te
     DSRT_TRY(tmp(F, dev, act, 2, S2(T, id), &ikn));
     DSRT_TRY(dsrt_layer_norm(s, &ik, &ly->idx_k_norm_w, &ly->idx_k_norm_b, (float)c->rms_norm_eps, &ikn));
     DSRT_TRY(view(&ikn, 0, 2, S2(T, dr), S2(id, 1), &ik_pe));
-    DSRT_TRY(dsrt_rope(s, &ik_pe, &F->d[dev].pos, cs, false, &ik_pe));
+    DSRT_TRY(dsrt_rope(s, &ik_pe, &F->d[dev].pos, &m->devs[dev].rope_cos_sin, false, &ik_pe));
     /* 3. FP8 numerics: Hadamard rotation, then FP8 with one scale per 128 values; cache the key */
-    dsrt_tensor q_score = iq3;
     if (fp8(F)) {
-        dsrt_tensor iq2, iqh, ikh, q8, q8f;
-        DSRT_TRY(view(&iq, 0, 2, S2(T * ih, id), S2(id, 1), &iq2));
-        DSRT_TRY(tmp(F, dev, act, 2, S2(T * ih, id), &iqh));
-        DSRT_TRY(dsrt_hadamard(s, &iq2, &iqh));
+        dsrt_tensor ikh;
         DSRT_TRY(tmp(F, dev, act, 2, S2(T, id), &ikh));
         DSRT_TRY(dsrt_hadamard(s, &ikn, &ikh));
-        DSRT_TRY(dsrt_arena_tensor_scaled(AR(F, dev), DSRT_E4M3, 3, S3(T, ih, id), DSRT_F32, &q8));
-        DSRT_TRY(flat_scaled(&q8, T * ih, id, &q8f));
-        DSRT_TRY(dsrt_act_quant(s, &iqh, c->scale_ue8m0, &q8f));
         DSRT_TRY(dsrt_cache_write(s, &ikh, &F->d[dev].slots, NULL, DSRT_CACHE_FP8, c->scale_ue8m0, &ly->idx_cache));
-        q_score = q8;
     } else {
         DSRT_TRY(dsrt_cache_write(s, &ikn, &F->d[dev].slots, NULL, DSRT_CACHE_PLAIN, false, &ly->idx_cache));
     }
     if (!select) return DSRT_OK;
-    /* 4. per-head weights from x (fp32), scores over every visible cached key, top-k */
-    dsrt_tensor w, scores;
-    DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(T, ih), &w));
-    DSRT_TRY(dsrt_linear(s, x, &ly->idx_weights_proj, false, false, (float)pow((double)ih, -0.5), &w));
+    /* 4. per-head weights from x (fp32) */
+    DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(T, ih), w));
+    return dsrt_linear(s, x, &ly->idx_weights_proj, false, false, (float)pow((double)ih, -0.5), w);
+}
+
+static dsrt_status indexer_select(fwd *F, dsrt_layer *ly, dsrt_stream *s, const dsrt_tensor *qr, const dsrt_tensor *w,
+                                  dsrt_tensor *indices)
+{
+    dsrt_model *m = F->m;
+    const dsrt_model_config *c = &m->cfg;
+    int dev = ly->attn_dev;
+    int64_t T = F->T, ih = c->index_n_heads, id = c->index_head_dim, dr = c->qk_rope_head_dim;
+    dsrt_dtype act = m->act;
+    /* 1. queries from qr, [pe | rest] per head, RoPE half-split on pe */
+    dsrt_tensor iq, iq3, iq_pe;
+    DSRT_TRY(tmp(F, dev, act, 2, S2(T, ih * id), &iq));
+    DSRT_TRY(linear_on(F, s, qr, &ly->idx_wq_b, 1.0f, &iq));
+    DSRT_TRY(view(&iq, 0, 3, S3(T, ih, id), S3(ih * id, id, 1), &iq3));
+    DSRT_TRY(view(&iq, 0, 3, S3(T, ih, dr), S3(ih * id, id, 1), &iq_pe));
+    DSRT_TRY(dsrt_rope(s, &iq_pe, &F->d[dev].pos, &m->devs[dev].rope_cos_sin, false, &iq_pe));
+    /* 3. FP8 numerics: the queries' Hadamard rotation and FP8 blocks */
+    dsrt_tensor q_score = iq3;
+    if (fp8(F)) {
+        dsrt_tensor iq2, iqh, q8, q8f;
+        DSRT_TRY(view(&iq, 0, 2, S2(T * ih, id), S2(id, 1), &iq2));
+        DSRT_TRY(tmp(F, dev, act, 2, S2(T * ih, id), &iqh));
+        DSRT_TRY(dsrt_hadamard(s, &iq2, &iqh));
+        DSRT_TRY(dsrt_arena_tensor_scaled(AR(F, dev), DSRT_E4M3, 3, S3(T, ih, id), DSRT_F32, &q8));
+        DSRT_TRY(flat_scaled(&q8, T * ih, id, &q8f));
+        DSRT_TRY(dsrt_act_quant(s, &iqh, c->scale_ue8m0, &q8f));
+        q_score = q8;
+    }
+    /* 4. scores over every visible cached key, top-k */
+    dsrt_tensor scores;
     DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(T, F->kv_width), &scores));
-    DSRT_TRY(dsrt_indexer_scores(s, &q_score, &w, &ly->idx_cache, m->cache_format, m->page_size, &F->d[dev].block_table,
+    DSRT_TRY(dsrt_indexer_scores(s, &q_score, w, &ly->idx_cache, m->cache_format, m->page_size, &F->d[dev].block_table,
                                  &F->d[dev].row_seq, &F->d[dev].kv_len, (float)pow((double)id, -0.5), &scores));
     int64_t k = c->index_topk < F->kv_width ? c->index_topk : F->kv_width;
     DSRT_TRY(tmp(F, dev, DSRT_I32, 2, S2(T, k), indices));
@@ -216,19 +230,22 @@ static dsrt_status attention(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const
     dsrt_dtype act = m->act;
     float eps = (float)c->rms_norm_eps;
     const dsrt_tensor *cs = &m->devs[dev].rope_cos_sin;
+    /* §4: the indexer runs beside steps 1-4 (it reads x, then qr) and joins before attention */
+    dsrt_stream *is = s;
+    dsrt_tensor iw = {0}, idx = {0};
+    if (c->has_indexer) {
+        DSRT_TRY(side_fork(F, dev, &is));
+        DSRT_TRY(indexer_keys(F, ly, is, x, F->select, &iw));
+    }
     /* 1. qr = RMSNorm(q_a x); q = q_b qr; RoPE (interleaved) on each head's pe part (last) */
     dsrt_tensor qa, qr, q, q3, q_nope, q_pe;
     DSRT_TRY(tmp(F, dev, act, 2, S2(T, ql), &qa));
     DSRT_TRY(linear(F, dev, x, &ly->q_a, 1.0f, &qa));
     DSRT_TRY(tmp(F, dev, act, 2, S2(T, ql), &qr));
     DSRT_TRY(dsrt_rms_norm(s, &qa, &ly->q_a_norm, NULL, eps, &qr, NULL));
-    /* §4: the indexer (it reads x and qr only) picks positions when some row sees more than
-     * index_topk of them; it runs beside steps 1-4 and joins before attention */
-    dsrt_tensor idx = {0};
-    if (c->has_indexer) {
-        dsrt_stream *is;
-        DSRT_TRY(side_fork(F, dev, &is));
-        DSRT_TRY(indexer(F, ly, is, x, &qr, F->select, &idx));
+    if (c->has_indexer && F->select) {
+        DSRT_TRY(side_fork(F, dev, &is)); /* the side stream waits for qr */
+        DSRT_TRY(indexer_select(F, ly, is, &qr, &iw, &idx));
     }
     DSRT_TRY(tmp(F, dev, act, 2, S2(T, nh * dq), &q));
     DSRT_TRY(linear(F, dev, &qr, &ly->q_b, 1.0f, &q));
