@@ -1173,7 +1173,7 @@ START_TEST(test_plugins)
              "a backend named 'testplug' is already registered (from " DSRT_TEST_PLUGIN_GOOD ")");
     /* The refusals, each naming the file and what is wrong. */
     ck_fails(dsrt_registry_load_plugin(DSRT_TEST_PLUGIN_BADABI, NULL), DSRT_CODE_INCOMPATIBLE, "libdsrt-badabi.so");
-    ck_fails(dsrt_registry_load_plugin(DSRT_TEST_PLUGIN_BADABI, NULL), DSRT_CODE_INCOMPATIBLE, "was built for backend ABI version 1001");
+    ck_fails(dsrt_registry_load_plugin(DSRT_TEST_PLUGIN_BADABI, NULL), DSRT_CODE_INCOMPATIBLE, "was built for backend ABI version 1002");
     ck_fails(dsrt_registry_load_plugin(DSRT_TEST_PLUGIN_NOENTRY, NULL), DSRT_CODE_INVALID_ARGUMENT,
              "libdsrt-noentry.so' does not export 'dsrt_backend_plugin_entry'");
     ck_fails(dsrt_registry_load_plugin(DSRT_TEST_PLUGIN_NOENQUEUE, NULL), DSRT_CODE_INVALID_ARGUMENT,

@@ -70,6 +70,7 @@ int dsrt_cmd_devices(int argc, char **argv)
             printf("    %-16s fp8 %s, bf16 %s, fp16 %s\n", "native math", c.native_fp8 ? "yes" : "no",
                    c.native_bf16 ? "yes" : "no", c.native_fp16 ? "yes" : "no");
             printf("    %-16s %s\n", "unified memory", c.unified_memory ? "yes" : "no");
+            printf("    %-16s %s\n", "streams", c.concurrent_streams ? "run concurrently" : "one at a time");
             if (c.peak_mem_gbs > 0) printf("    %-16s %.0f GB/s\n", "peak bandwidth", c.peak_mem_gbs);
             if (c.peak_tflops_bf16 > 0) printf("    %-16s %.0f TFLOP/s bf16, %.0f fp8\n", "peak compute", c.peak_tflops_bf16, c.peak_tflops_fp8);
         }

@@ -55,6 +55,7 @@ static cJSON *caps_json(const cf_device_info *d)
     cJSON_AddBoolToObject(k, "native_bf16", c->native_bf16);
     cJSON_AddBoolToObject(k, "native_fp16", c->native_fp16);
     cJSON_AddBoolToObject(k, "unified_memory", c->unified_memory);
+    cJSON_AddBoolToObject(k, "concurrent_streams", c->concurrent_streams);
     cJSON_AddNumberToObject(k, "peak_mem_gbs", c->peak_mem_gbs);
     cJSON_AddNumberToObject(k, "peak_tflops_bf16", c->peak_tflops_bf16);
     cJSON_AddNumberToObject(k, "peak_tflops_fp8", c->peak_tflops_fp8);
