@@ -106,8 +106,8 @@ static __global__ void k_rms_norm(dsrt_gpu_tensor x, dsrt_gpu_tensor w, dsrt_gpu
     __shared__ float red[64];
     int64_t D = x.shape[1], m = blockIdx.x, bd = blockDim.x;
     float *s_g = s_row + D, ss = 0;
-    gpu_grid_release();
     gpu_grid_wait();
+    gpu_grid_release();
     /* with gpre the gains load beside x (one memory round trip fewer on a decode row's critical path) */
     for (int64_t i0 = threadIdx.x; i0 < D; i0 += NORM_ILP * bd) {
         float v[NORM_ILP], r[NORM_ILP], g[NORM_ILP];
@@ -153,8 +153,8 @@ static __global__ void k_rms_norm8(dsrt_gpu_tensor x, dsrt_gpu_tensor w, dsrt_gp
     int64_t D = x.shape[1], m = blockIdx.x, i = (int64_t)threadIdx.x * 8;
     bool on = i < D;
     float v[8] = {0, 0, 0, 0, 0, 0, 0, 0}, r[8], g[8];
-    gpu_grid_release();
     gpu_grid_wait();
+    gpu_grid_release();
     if (on) {
         gpu_ld8_bf16(x.p + 2 * (m * x.stride[0] + i), v);
         if (res.p) gpu_ld8_bf16(res.p + 2 * (m * res.stride[0] + i), r);
@@ -427,8 +427,8 @@ extern "C" dsrt_status dsrt_gpu_act_quant(const dsrt_gpu_ctx *c, const dsrt_op *
 static __global__ void k_quantize_act(dsrt_gpu_tensor x, uint8_t *q, float *scales, int64_t s_m, int64_t s_kb,
                                       int64_t nb, int64_t total, int pow2)
 {
-    gpu_grid_release();
     gpu_grid_wait();
+    gpu_grid_release();
     for (int64_t item = gpu_wave_id(); item < total; item += gpu_wave_count()) {
         int64_t m = item / nb, b = item % nb, K = x.shape[1];
         float s = gpu_wave_quant_block(x, m * x.stride[0] + b * 128, 128, pow2, q + m * K + b * 128);
@@ -452,8 +452,8 @@ extern "C" dsrt_status dsrt_gpu_quantize_act(const dsrt_gpu_ctx *c, const dsrt_g
  * so a bf16 GEMM with fp32 accumulation sees the very values the FP8 GEMM multiplies. */
 static __global__ void k_quantize_act_bf16(dsrt_gpu_tensor x, uint16_t *xb, int64_t total8)
 {
-    gpu_grid_release();
     gpu_grid_wait();
+    gpu_grid_release();
     /* 8 elements a thread, 16 lanes a 128-wide block; the loop runs alike on every lane (shuffles) */
     int64_t K = x.shape[1], per_row = K / 8;
     bool vec = x.dtype == DSRT_BF16 && ((uintptr_t)x.p & 15) == 0 && x.stride[0] % 8 == 0;

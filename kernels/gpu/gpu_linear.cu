@@ -580,7 +580,6 @@ static __global__ void __launch_bounds__(256, 2) k_fp8_gemv(fp8_args a)
     extern __shared__ uint4 fs_ring[]; /* [FS_STAGES][P][threads], then the scale tables */
     constexpr int P = FS_PIECES(T);
     int64_t grp = 0, m0, m1;
-    gpu_grid_release();
     if (a.sched) {
         gpu_grid_wait(); /* the schedule is an earlier kernel's output */
         if (!sched_tile(a.sched, (int)blockIdx.y, &grp, &m0, &m1)) return;
@@ -615,6 +614,10 @@ static __global__ void __launch_bounds__(256, 2) k_fp8_gemv(fp8_args a)
         wsc[i] = unscale * gpu_scale_at(a.w, gpu_scale_row(a.w, grp, n) + gpu_scale_kcol(a.w, kb0 + j));
     }
     if (pre) gpu_grid_wait();
+    /* dependents launch once this kernel's wait is over, not before: released at the start, a chain
+     * of small kernels let a large GEMV two or three kernels down sit resident on every SM while it
+     * waited, and a second stream's kernels found no room */
+    gpu_grid_release();
     for (int i = tid; i < kbn * 8 * T; i += nthr) {
         int j = i / (8 * T), r = i % (8 * T);
         asc[i] = m0 + r < m1 ? a.qs[(m0 + r) * nkb + kb0 + j] : 0.0f;
@@ -692,8 +695,8 @@ static __global__ void __launch_bounds__(256, 2) k_fp8_gemv(fp8_args a)
 static __global__ void k_split_reduce(const float *part, int splits, int64_t M, int64_t N, float alpha, dsrt_gpu_tensor y)
 {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    gpu_grid_release();
     gpu_grid_wait();
+    gpu_grid_release();
     if (i >= M * N) return;
     float v = 0;
     for (int z = 0; z < splits; z++) v += part[z * M * N + i];

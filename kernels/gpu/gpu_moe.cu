@@ -147,8 +147,8 @@ static __global__ void k_moe_gate_rank(dsrt_gpu_tensor lg, dsrt_gpu_tensor bias,
     int E = (int)lg.shape[1], per = E / G, i = threadIdx.x;
     float *s = gsm, *elig = s + E, *sel_w = elig + E, *gs = sel_w + k;
     int *sel_i = (int *)(gs + G), *kept = sel_i + k;
-    gpu_grid_release();
     gpu_grid_wait();
+    gpu_grid_release();
     float v = i < E ? gpu_ld(lg.p, lg.dtype, t * lg.stride[0] + i) : NEG_INF;
     if (softmax) {
         float m = gpu_block_max(v, red);
