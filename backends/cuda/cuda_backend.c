@@ -691,7 +691,6 @@ static dsrt_status dsrt_cuda_fill(void *sctx, void *dst, size_t off, size_t byte
  * is only compared with the device's list of capturing streams, never followed once that capture ended. */
 typedef struct dsrt_cuda_event {
     gpuEvent_t e;
-    dsrt_cuda_device *dev;
     dsrt_cuda_stream *origin;
 } dsrt_cuda_event;
 
@@ -706,7 +705,6 @@ static dsrt_status dsrt_cuda_event_create(void *dctx, void **ectx)
         free(ev);
         return st;
     }
-    ev->dev = d;
     *ectx = ev;
     return DSRT_OK;
 }
@@ -737,7 +735,7 @@ static dsrt_status dsrt_cuda_stream_wait_event(void *sctx, void *ectx)
     dsrt_cuda_event *ev = ectx;
     bool live = false;
     for (int i = 0; ev->origin && i < DSRT_CUDA_MAX_CAPTURES; i++) live = live || s->dev->capturing[i] == ev->origin;
-    if (live && !s->capturing && ev->origin != s) {
+    if (live && !s->capturing) { /* (the origin itself is capturing) */
         dsrt_cuda_stream *o = ev->origin;
         if (o->n_joined == DSRT_CUDA_MAX_JOINED)
             return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "more than %d streams joined one graph capture", DSRT_CUDA_MAX_JOINED);

@@ -1331,6 +1331,37 @@ static void enqueue_gpu(dsrt_stream *s, const pop *p)
     ck_ok(dsrt_enqueue(s, &op));
 }
 
+/* RMSNorm of a decode row, then an FP8 GEMV of 16 row blocks (split K: partial sums in scratch). */
+typedef struct norm_gemv {
+    pt x, w, y, lw, ly;
+    pop norm, l1;
+} norm_gemv;
+
+static void norm_gemv_init(norm_gemv *g)
+{
+    pt_rand(&g->x, DSRT_BF16, 2, SH(1, 2048), 1.0f);
+    pt_rand(&g->w, DSRT_BF16, 1, SH(2048), 1.0f);
+    pt_out(&g->y, DSRT_BF16, 2, SH(1, 2048));
+    pt_fp8_weight(&g->lw, 2, SH(256, 2048), DSRT_UE8M0);
+    pt_out(&g->ly, DSRT_F32, 2, SH(1, 256));
+    g->norm = pop_init(DSRT_OP_RMS_NORM);
+    g->norm.in[0] = &g->x;
+    g->norm.in[1] = &g->w;
+    g->norm.out[0] = &g->y;
+    g->l1 = pop_init(DSRT_OP_LINEAR);
+    g->l1.in[0] = &g->y;
+    g->l1.in[1] = &g->lw;
+    g->l1.out[0] = &g->ly;
+    g->l1.op.p.act_quant = true;
+    g->l1.op.p.scale_pow2 = true;
+}
+
+static void norm_gemv_free(norm_gemv *g)
+{
+    pt all[] = {g->x, g->w, g->y, g->lw, g->ly};
+    free_all(all, 5);
+}
+
 START_TEST(t_graph_fork)
 {
     dsrt_stream *side;
@@ -1338,35 +1369,26 @@ START_TEST(t_graph_fork)
     ck_ok(dsrt_stream_create(g_gpu, &side));
     ck_ok(dsrt_event_create(g_gpu, &fork));
     ck_ok(dsrt_event_create(g_gpu, &join));
-    pt x, w, y, lw, lw2, ly, ly2, ix;
-    pt_rand(&x, DSRT_BF16, 2, SH(1, 2048), 1.0f);
-    pt_rand(&w, DSRT_BF16, 1, SH(2048), 1.0f);
-    pt_out(&y, DSRT_BF16, 2, SH(1, 2048));
-    pt_fp8_weight(&lw, 2, SH(256, 2048), DSRT_UE8M0); /* 16 row blocks: split K, scratch partial sums */
+    norm_gemv g;
+    norm_gemv_init(&g);
+    pt lw2, ly2, ix;
     pt_fp8_weight(&lw2, 2, SH(384, 2048), DSRT_UE8M0);
-    pt_out(&ly, DSRT_F32, 2, SH(1, 256));
     pt_out(&ly2, DSRT_BF16, 2, SH(1, 384));
     pt_out(&ix, DSRT_I32, 2, SH(1, 16));
-    pop norm = pop_init(DSRT_OP_RMS_NORM), l1 = pop_init(DSRT_OP_LINEAR), l2 = pop_init(DSRT_OP_LINEAR),
-        tk = pop_init(DSRT_OP_TOPK);
-    norm.in[0] = &x;
-    norm.in[1] = &w;
-    norm.out[0] = &y;
-    l1.in[0] = l2.in[0] = &y;
-    l1.in[1] = &lw;
+    pop l2 = pop_init(DSRT_OP_LINEAR), tk = pop_init(DSRT_OP_TOPK);
+    l2.in[0] = &g.y;
     l2.in[1] = &lw2;
-    l1.out[0] = &ly;
     l2.out[0] = &ly2;
-    l1.op.p.act_quant = l2.op.p.act_quant = true;
-    l1.op.p.scale_pow2 = l2.op.p.scale_pow2 = true;
-    tk.in[0] = &ly;
+    l2.op.p.act_quant = true;
+    l2.op.p.scale_pow2 = true;
+    tk.in[0] = &g.ly;
     tk.out[0] = &ix;
     tk.op.p.k = 16;
     ck_ok(dsrt_stream_begin_capture(g_gs));
-    enqueue_gpu(g_gs, &norm);
+    enqueue_gpu(g_gs, &g.norm);
     ck_ok(dsrt_event_record(fork, g_gs));
     ck_ok(dsrt_stream_wait_event(side, fork));
-    enqueue_gpu(side, &l1);
+    enqueue_gpu(side, &g.l1);
     enqueue_gpu(g_gs, &l2);
     ck_ok(dsrt_event_record(join, side));
     /* the joined stream does not end its origin's capture */
@@ -1382,23 +1404,23 @@ START_TEST(t_graph_fork)
     for (int rep = 0; rep < 2; rep++) {
         pt nx;
         pt_rand(&nx, DSRT_BF16, 2, SH(1, 2048), 1.0f);
-        ck_ok(dsrt_stream_copy(g_cs, nx.c.buf, 0, x.c.buf, 0, x.bytes));
-        ck_ok(dsrt_stream_copy(g_gs, nx.g.buf, 0, x.g.buf, 0, x.bytes));
+        ck_ok(dsrt_stream_copy(g_cs, nx.c.buf, 0, g.x.c.buf, 0, g.x.bytes));
+        ck_ok(dsrt_stream_copy(g_gs, nx.g.buf, 0, g.x.g.buf, 0, g.x.bytes));
         ck_ok(dsrt_stream_sync(g_cs));
         ck_ok(dsrt_stream_sync(g_gs));
         pt_free(&nx);
-        pt_poison(&ly, 0xff);
+        pt_poison(&g.ly, 0xff);
         pt_poison(&ly2, 0xff);
         pt_poison(&ix, 0x7f);
         ck_ok(dsrt_graph_launch(gr, g_gs));
         ck_ok(dsrt_stream_sync(g_gs));
-        ck_ok(run_on(&norm, false, g_cpu, g_cs));
-        ck_ok(run_on(&l1, false, g_cpu, g_cs));
+        ck_ok(run_on(&g.norm, false, g_cpu, g_cs));
+        ck_ok(run_on(&g.l1, false, g_cpu, g_cs));
         ck_ok(run_on(&l2, false, g_cpu, g_cs));
-        record("graph", "two-stream capture: side stream's FP8 GEMV", pt_nmse(&ly), MM);
+        record("graph", "two-stream capture: side stream's FP8 GEMV", pt_nmse(&g.ly), MM);
         record("graph", "two-stream capture: main stream's FP8 GEMV", pt_nmse(&ly2), MM);
-        void *gly = download(&ly.g, g_gs, ly.bytes);
-        ck_ok(dsrt_stream_write(g_cs, ly.c.buf, 0, gly, ly.bytes));
+        void *gly = download(&g.ly.g, g_gs, g.ly.bytes);
+        ck_ok(dsrt_stream_write(g_cs, g.ly.c.buf, 0, gly, g.ly.bytes));
         ck_ok(dsrt_stream_sync(g_cs));
         free(gly);
         ck_ok(run_on(&tk, false, g_cpu, g_cs));
@@ -1408,8 +1430,9 @@ START_TEST(t_graph_fork)
     dsrt_event_release(fork);
     dsrt_event_release(join);
     dsrt_stream_release(side);
-    pt all[] = {x, w, y, lw, lw2, ly, ly2, ix};
-    free_all(all, 8);
+    norm_gemv_free(&g);
+    pt all[] = {lw2, ly2, ix};
+    free_all(all, 3);
 }
 END_TEST
 
@@ -1422,47 +1445,30 @@ START_TEST(t_graph_unjoined)
     dsrt_event *fork;
     ck_ok(dsrt_stream_create(g_gpu, &side));
     ck_ok(dsrt_event_create(g_gpu, &fork));
-    pt x, w, y, lw, ly;
-    pt_rand(&x, DSRT_BF16, 2, SH(1, 2048), 1.0f);
-    pt_rand(&w, DSRT_BF16, 1, SH(2048), 1.0f);
-    pt_out(&y, DSRT_BF16, 2, SH(1, 2048));
-    pt_fp8_weight(&lw, 2, SH(256, 2048), DSRT_UE8M0);
-    pt_out(&ly, DSRT_F32, 2, SH(1, 256));
-    pop norm = pop_init(DSRT_OP_RMS_NORM), l1 = pop_init(DSRT_OP_LINEAR);
-    norm.in[0] = &x;
-    norm.in[1] = &w;
-    norm.out[0] = &y;
-    l1.in[0] = &y;
-    l1.in[1] = &lw;
-    l1.out[0] = &ly;
-    l1.op.p.act_quant = true;
-    l1.op.p.scale_pow2 = true;
-    dsrt_graph *bad;
-    dsrt_status st;
-    /* a side stream that never rejoins: ending the capture fails, and both streams work afterwards */
+    norm_gemv g;
+    norm_gemv_init(&g);
     ck_ok(dsrt_stream_begin_capture(g_gs));
-    enqueue_gpu(g_gs, &norm);
+    enqueue_gpu(g_gs, &g.norm);
     ck_ok(dsrt_event_record(fork, g_gs));
     ck_ok(dsrt_stream_wait_event(side, fork));
-    enqueue_gpu(side, &l1);
-    bad = NULL;
-    st = dsrt_stream_end_capture(g_gs, &bad);
+    enqueue_gpu(side, &g.l1);
+    dsrt_graph *bad = NULL;
+    dsrt_status st = dsrt_stream_end_capture(g_gs, &bad);
     ck_assert_msg(st != NULL && bad == NULL, "a capture with an unjoined stream ended");
     printf("  %-16s unjoined side stream: \"%s\"\n", "graph", dsrt_status_message(st));
     dsrt_status_free(st);
     dsrt_status s1 = dsrt_stream_sync(side), s2 = dsrt_stream_sync(g_gs);
     dsrt_status_free(s1); /* the runtime may report the invalidated capture here once */
     dsrt_status_free(s2);
-    ck_ok(run_on(&l1, true, g_gpu, side));
-    ck_ok(run_on(&norm, true, g_gpu, g_gs));
-    ck_ok(run_on(&l1, true, g_gpu, g_gs));
-    ck_ok(run_on(&norm, false, g_cpu, g_cs));
-    ck_ok(run_on(&l1, false, g_cpu, g_cs));
-    record("graph", "after a failed two-stream capture: GEMV", pt_nmse(&ly), MM);
+    ck_ok(run_on(&g.l1, true, g_gpu, side));
+    ck_ok(run_on(&g.norm, true, g_gpu, g_gs));
+    ck_ok(run_on(&g.l1, true, g_gpu, g_gs));
+    ck_ok(run_on(&g.norm, false, g_cpu, g_cs));
+    ck_ok(run_on(&g.l1, false, g_cpu, g_cs));
+    record("graph", "after a failed two-stream capture: GEMV", pt_nmse(&g.ly), MM);
     dsrt_event_release(fork);
     dsrt_stream_release(side);
-    pt all[] = {x, w, y, lw, ly};
-    free_all(all, 5);
+    norm_gemv_free(&g);
 }
 END_TEST
 
