@@ -27,7 +27,7 @@ typedef struct fwd {
     struct {
         dsrt_tensor tokens, pos, slots, row_seq, kv_len, kv_start, block_table, logit_rows;
         dsrt_tensor state[DSRT_STATE_SLOTS];
-        bool forked; /* the side stream has work the main stream has not waited for */
+        bool forked[DSRT_SIDE_STREAMS]; /* side stream k has work the main stream has not waited for */
     } d[DSRT_MAX_MODEL_DEVICES];
 } fwd;
 
@@ -77,32 +77,59 @@ static dsrt_status linear(fwd *F, int dev, const dsrt_tensor *x, const dsrt_tens
     return linear_on(F, ST(F, dev), x, w, alpha, y);
 }
 
-/* ---- the side stream ----
- * Chains that do not depend on each other (the indexer beside the query and latent path; the shared
- * expert beside the router and the routed experts) go on two streams where the device runs streams
- * concurrently: at batch 1 each chain is a run of small kernels that leave most of the device idle.
- * side_fork makes the side stream wait for everything enqueued on the main stream so far and gives
- * the stream the chain goes on; side_join makes the main stream wait for that chain. Without a side
- * stream both give the main stream and do nothing. A forward joins every fork before it returns. */
-static dsrt_status side_fork(fwd *F, int dev, dsrt_stream **s)
+/* ---- side streams ----
+ * Chains that do not depend on each other (the indexer's keys and its queries beside the query and
+ * latent path; the shared expert beside the router and the routed experts) go on streams of their
+ * own where the device runs streams concurrently: at batch 1 each chain is a run of small kernels
+ * that leave most of the device idle. Side chain k runs on side stream k, or on the nearest one
+ * below it where the device has fewer (then it follows that stream's earlier chain), or on the main
+ * stream. side_fork makes chain k wait for everything enqueued on the main stream so far and gives
+ * its stream; side_after makes one chain wait for another's work so far; side_join makes the main
+ * stream wait for every side chain. An event is waited on right after it is recorded, so one fork
+ * and one join event serve every pair. A forward joins every fork before it returns. */
+static int side_index(fwd *F, int dev, int k)
+{
+    while (k >= 0 && !F->m->devs[dev].side[k]) k--;
+    return k;
+}
+
+static dsrt_stream *side_stream(fwd *F, int dev, int k)
+{
+    int i = side_index(F, dev, k);
+    return i < 0 ? ST(F, dev) : F->m->devs[dev].side[i];
+}
+
+static dsrt_status side_fork(fwd *F, int dev, int k, dsrt_stream **s)
 {
     dsrt_model_dev *d = &F->m->devs[dev];
-    *s = d->stream;
-    if (!d->side) return DSRT_OK;
+    int i = side_index(F, dev, k);
+    *s = side_stream(F, dev, k);
+    if (i < 0) return DSRT_OK;
     DSRT_TRY(dsrt_event_record(d->fork_ev, d->stream));
-    DSRT_TRY(dsrt_stream_wait_event(d->side, d->fork_ev));
-    F->d[dev].forked = true;
-    *s = d->side;
+    DSRT_TRY(dsrt_stream_wait_event(*s, d->fork_ev));
+    F->d[dev].forked[i] = true;
     return DSRT_OK;
+}
+
+/* Side chain `k` waits for what side chain `from` has enqueued so far. */
+static dsrt_status side_after(fwd *F, int dev, int k, int from)
+{
+    dsrt_model_dev *d = &F->m->devs[dev];
+    dsrt_stream *s = side_stream(F, dev, k), *src = side_stream(F, dev, from);
+    if (s == src) return DSRT_OK;
+    DSRT_TRY(dsrt_event_record(d->join_ev, src));
+    return dsrt_stream_wait_event(s, d->join_ev);
 }
 
 static dsrt_status side_join(fwd *F, int dev)
 {
     dsrt_model_dev *d = &F->m->devs[dev];
-    if (!F->d[dev].forked) return DSRT_OK;
-    DSRT_TRY(dsrt_event_record(d->join_ev, d->side));
-    DSRT_TRY(dsrt_stream_wait_event(d->stream, d->join_ev));
-    F->d[dev].forked = false;
+    for (int i = 0; i < DSRT_SIDE_STREAMS; i++) {
+        if (!F->d[dev].forked[i]) continue;
+        DSRT_TRY(dsrt_event_record(d->join_ev, d->side[i]));
+        DSRT_TRY(dsrt_stream_wait_event(d->stream, d->join_ev));
+        F->d[dev].forked[i] = false;
+    }
     return DSRT_OK;
 }
 
@@ -148,8 +175,8 @@ static dsrt_status norm_block_input(fwd *F, stream_pos *p, const dsrt_tensor *w,
 
 static dsrt_status dump(fwd *F, int dev, const dsrt_tensor *t, const char *what, int64_t layer);
 
-/* ---- §4 the lightning indexer, in two parts: the key (cached) and the per-head weights, which need x
- * only, then the queries from qr, the scores and, when any row sees more than index_topk positions,
+/* ---- §4 the lightning indexer, in three parts: the key (cached) and the per-head weights, which need
+ * x only; the queries, from qr; the scores and, when any row sees more than index_topk positions,
  * the top positions of every row. ---- */
 static dsrt_status indexer_keys(fwd *F, dsrt_layer *ly, dsrt_stream *s, const dsrt_tensor *x, bool select, dsrt_tensor *w)
 {
@@ -181,37 +208,42 @@ static dsrt_status indexer_keys(fwd *F, dsrt_layer *ly, dsrt_stream *s, const ds
     return dsrt_linear(s, x, &ly->idx_weights_proj, false, false, (float)pow((double)ih, -0.5), w);
 }
 
-static dsrt_status indexer_select(fwd *F, dsrt_layer *ly, dsrt_stream *s, const dsrt_tensor *qr, const dsrt_tensor *w,
-                                  dsrt_tensor *indices)
+/* The indexer's queries (steps 1 and 3) into *q: [T, heads, dim], FP8 in FP8 numerics. */
+static dsrt_status indexer_query(fwd *F, dsrt_layer *ly, dsrt_stream *s, const dsrt_tensor *qr, dsrt_tensor *q)
 {
     dsrt_model *m = F->m;
     const dsrt_model_config *c = &m->cfg;
     int dev = ly->attn_dev;
     int64_t T = F->T, ih = c->index_n_heads, id = c->index_head_dim, dr = c->qk_rope_head_dim;
-    dsrt_dtype act = m->act;
     /* 1. queries from qr, [pe | rest] per head, RoPE half-split on pe */
-    dsrt_tensor iq, iq3, iq_pe;
-    DSRT_TRY(tmp(F, dev, act, 2, S2(T, ih * id), &iq));
+    dsrt_tensor iq, iq_pe;
+    DSRT_TRY(tmp(F, dev, m->act, 2, S2(T, ih * id), &iq));
     DSRT_TRY(linear_on(F, s, qr, &ly->idx_wq_b, 1.0f, &iq));
-    DSRT_TRY(view(&iq, 0, 3, S3(T, ih, id), S3(ih * id, id, 1), &iq3));
+    DSRT_TRY(view(&iq, 0, 3, S3(T, ih, id), S3(ih * id, id, 1), q));
     DSRT_TRY(view(&iq, 0, 3, S3(T, ih, dr), S3(ih * id, id, 1), &iq_pe));
     DSRT_TRY(dsrt_rope(s, &iq_pe, &F->d[dev].pos, &m->devs[dev].rope_cos_sin, false, &iq_pe));
+    if (!fp8(F)) return DSRT_OK;
     /* 3. FP8 numerics: the queries' Hadamard rotation and FP8 blocks */
-    dsrt_tensor q_score = iq3;
-    if (fp8(F)) {
-        dsrt_tensor iq2, iqh, q8, q8f;
-        DSRT_TRY(view(&iq, 0, 2, S2(T * ih, id), S2(id, 1), &iq2));
-        DSRT_TRY(tmp(F, dev, act, 2, S2(T * ih, id), &iqh));
-        DSRT_TRY(dsrt_hadamard(s, &iq2, &iqh));
-        DSRT_TRY(dsrt_arena_tensor_scaled(AR(F, dev), DSRT_E4M3, 3, S3(T, ih, id), DSRT_F32, &q8));
-        DSRT_TRY(flat_scaled(&q8, T * ih, id, &q8f));
-        DSRT_TRY(dsrt_act_quant(s, &iqh, c->scale_ue8m0, &q8f));
-        q_score = q8;
-    }
-    /* 4. scores over every visible cached key, top-k */
+    dsrt_tensor iq2, iqh, q8f;
+    DSRT_TRY(view(&iq, 0, 2, S2(T * ih, id), S2(id, 1), &iq2));
+    DSRT_TRY(tmp(F, dev, m->act, 2, S2(T * ih, id), &iqh));
+    DSRT_TRY(dsrt_hadamard(s, &iq2, &iqh));
+    DSRT_TRY(dsrt_arena_tensor_scaled(AR(F, dev), DSRT_E4M3, 3, S3(T, ih, id), DSRT_F32, q));
+    DSRT_TRY(flat_scaled(q, T * ih, id, &q8f));
+    return dsrt_act_quant(s, &iqh, c->scale_ue8m0, &q8f);
+}
+
+/* Step 4: scores of the queries q over every visible cached key, weighted by w; the top-k positions. */
+static dsrt_status indexer_select(fwd *F, dsrt_layer *ly, dsrt_stream *s, const dsrt_tensor *q, const dsrt_tensor *w,
+                                  dsrt_tensor *indices)
+{
+    dsrt_model *m = F->m;
+    const dsrt_model_config *c = &m->cfg;
+    int dev = ly->attn_dev;
+    int64_t T = F->T, id = c->index_head_dim;
     dsrt_tensor scores;
     DSRT_TRY(tmp(F, dev, DSRT_F32, 2, S2(T, F->kv_width), &scores));
-    DSRT_TRY(dsrt_indexer_scores(s, &q_score, w, &ly->idx_cache, m->cache_format, m->page_size, &F->d[dev].block_table,
+    DSRT_TRY(dsrt_indexer_scores(s, q, w, &ly->idx_cache, m->cache_format, m->page_size, &F->d[dev].block_table,
                                  &F->d[dev].row_seq, &F->d[dev].kv_len, (float)pow((double)id, -0.5), &scores));
     int64_t k = c->index_topk < F->kv_width ? c->index_topk : F->kv_width;
     DSRT_TRY(tmp(F, dev, DSRT_I32, 2, S2(T, k), indices));
@@ -230,12 +262,13 @@ static dsrt_status attention(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const
     dsrt_dtype act = m->act;
     float eps = (float)c->rms_norm_eps;
     const dsrt_tensor *cs = &m->devs[dev].rope_cos_sin;
-    /* §4: the indexer runs beside steps 1-4 (it reads x, then qr) and joins before attention */
-    dsrt_stream *is = s;
-    dsrt_tensor iw = {0}, idx = {0};
+    /* §4: the indexer runs beside steps 1-4 and joins before attention: its keys (from x) on side
+     * chain 0, its queries (from qr) on side chain 1, then the scores and top-k on chain 0 */
+    dsrt_stream *ks = s, *qs = s;
+    dsrt_tensor iw = {0}, iq = {0}, idx = {0};
     if (c->has_indexer) {
-        DSRT_TRY(side_fork(F, dev, &is));
-        DSRT_TRY(indexer_keys(F, ly, is, x, F->select, &iw));
+        DSRT_TRY(side_fork(F, dev, 0, &ks));
+        DSRT_TRY(indexer_keys(F, ly, ks, x, F->select, &iw));
     }
     /* 1. qr = RMSNorm(q_a x); q = q_b qr; RoPE (interleaved) on each head's pe part (last) */
     dsrt_tensor qa, qr, q, q3, q_nope, q_pe;
@@ -244,8 +277,10 @@ static dsrt_status attention(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const
     DSRT_TRY(tmp(F, dev, act, 2, S2(T, ql), &qr));
     DSRT_TRY(dsrt_rms_norm(s, &qa, &ly->q_a_norm, NULL, eps, &qr, NULL));
     if (c->has_indexer && F->select) {
-        DSRT_TRY(side_fork(F, dev, &is)); /* the side stream waits for qr */
-        DSRT_TRY(indexer_select(F, ly, is, &qr, &iw, &idx));
+        DSRT_TRY(side_fork(F, dev, 1, &qs)); /* the query chain waits for qr */
+        DSRT_TRY(indexer_query(F, ly, qs, &qr, &iq));
+        DSRT_TRY(side_after(F, dev, 0, 1));
+        DSRT_TRY(indexer_select(F, ly, ks, &iq, &iw, &idx));
     }
     DSRT_TRY(tmp(F, dev, act, 2, S2(T, nh * dq), &q));
     DSRT_TRY(linear(F, dev, &qr, &ly->q_b, 1.0f, &q));
@@ -367,7 +402,7 @@ static dsrt_status moe(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const dsrt_
     dsrt_tensor shared = {0};
     if (ly->sh_gate.buf) {
         dsrt_stream *ss;
-        DSRT_TRY(side_fork(F, dev, &ss));
+        DSRT_TRY(side_fork(F, dev, 0, &ss));
         DSRT_TRY(tmp(F, dev, m->act, 2, S2(T, H), &shared));
         DSRT_TRY(swiglu_mlp(F, ss, dev, x, &ly->sh_gate, &ly->sh_up, &ly->sh_down, &shared));
     }
@@ -709,8 +744,9 @@ dsrt_status dsrt_model_forward(dsrt_model *m, const dsrt_batch_item *items, int 
         dsrt_status s2 = dsrt_stream_sync(m->devs[d].stream);
         if (!st) st = s2;
         else dsrt_status_free(s2);
-        if (m->devs[d].side) { /* joined on success; after a failure it may still run */
-            s2 = dsrt_stream_sync(m->devs[d].side);
+        for (int k = 0; k < DSRT_SIDE_STREAMS; k++) {
+            if (!m->devs[d].side[k]) continue; /* joined on success; after a failure it may still run */
+            s2 = dsrt_stream_sync(m->devs[d].side[k]);
             if (!st) st = s2;
             else dsrt_status_free(s2);
         }

@@ -33,9 +33,13 @@ static dsrt_status open_devices(dsrt_model *m)
         m->n_devs = i + 1;
         DSRT_TRY(dsrt_stream_create(d->dev, &d->stream));
         dsrt_arena_init(&d->arena, d->dev);
+        /* DSRT_SIDE_STREAM=n (0 .. DSRT_SIDE_STREAMS) caps the side streams, for measurements */
         const char *side = getenv("DSRT_SIDE_STREAM");
-        if (dsrt_device_get_caps(d->dev)->concurrent_streams && !(side && strcmp(side, "0") == 0)) {
-            DSRT_TRY(dsrt_stream_create(d->dev, &d->side));
+        int n_side = side && *side >= '0' && *side <= '9' ? atoi(side) : DSRT_SIDE_STREAMS;
+        if (n_side > DSRT_SIDE_STREAMS) n_side = DSRT_SIDE_STREAMS;
+        if (!dsrt_device_get_caps(d->dev)->concurrent_streams) n_side = 0;
+        for (int k = 0; k < n_side; k++) DSRT_TRY(dsrt_stream_create(d->dev, &d->side[k]));
+        if (n_side > 0) {
             DSRT_TRY(dsrt_event_create(d->dev, &d->fork_ev));
             DSRT_TRY(dsrt_event_create(d->dev, &d->join_ev));
         }
@@ -151,7 +155,8 @@ void dsrt_model_free(dsrt_model *m)
         dsrt_arena_destroy(&m->devs[d].arena);
         if (m->devs[d].fork_ev) dsrt_event_release(m->devs[d].fork_ev);
         if (m->devs[d].join_ev) dsrt_event_release(m->devs[d].join_ev);
-        if (m->devs[d].side) dsrt_stream_release(m->devs[d].side);
+        for (int k = 0; k < DSRT_SIDE_STREAMS; k++)
+            if (m->devs[d].side[k]) dsrt_stream_release(m->devs[d].side[k]);
         dsrt_stream_release(m->devs[d].stream);
         dsrt_device_release(m->devs[d].dev);
     }

@@ -52,13 +52,15 @@ dsrt_status dsrt_arena_tensor_scaled(dsrt_arena *a, dsrt_dtype dt, int ndim, con
 dsrt_arena_mark dsrt_arena_save(const dsrt_arena *a);
 void dsrt_arena_restore(dsrt_arena *a, dsrt_arena_mark m);
 
+#define DSRT_SIDE_STREAMS 2
+
 /* One device the model uses. */
 typedef struct dsrt_model_dev {
     dsrt_device *dev;
     dsrt_stream *stream;
-    /* a second stream for independent chains, where the device runs streams concurrently
-     * (dsrt_device_caps.concurrent_streams; DSRT_SIDE_STREAM=0 leaves it out); NULL otherwise */
-    dsrt_stream *side;
+    /* more streams for independent chains, where the device runs streams concurrently
+     * (dsrt_device_caps.concurrent_streams; DSRT_SIDE_STREAM=0 or 1 keeps fewer); NULL otherwise */
+    dsrt_stream *side[DSRT_SIDE_STREAMS];
     dsrt_event *fork_ev, *join_ev;
     dsrt_arena arena;
     dsrt_tensor rope_cos_sin;     /* [P, rope/2, 2] f32 */
