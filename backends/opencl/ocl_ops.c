@@ -1283,6 +1283,7 @@ static dsrt_status op_topk(dsrt_ocl_stream *s, const dsrt_op *op)
     ka_i32(&a, op->p.k);
     ka_local(&a, (size_t)kpad * 8);
     ka_i32(&a, kpad);
+    ka_i32(&a, op->p.by_position);
     size_t L = (size_t)wg_of(s), g[2] = {L, (size_t)T}, l[2] = {L, 1};
     return dsrt_launch(s, DSRT_OCL_K_topk, &a, 2, g, l);
 }

@@ -247,7 +247,7 @@ static dsrt_status indexer_select(fwd *F, dsrt_layer *ly, dsrt_stream *s, const 
                                  &F->d[dev].row_seq, &F->d[dev].kv_len, (float)pow((double)id, -0.5), &scores));
     int64_t k = c->index_topk < F->kv_width ? c->index_topk : F->kv_width;
     DSRT_TRY(tmp(F, dev, DSRT_I32, 2, S2(T, k), indices));
-    return dsrt_topk(s, &scores, &F->d[dev].kv_len, (int)k, indices);
+    return dsrt_topk(s, &scores, &F->d[dev].kv_len, (int)k, true, indices); /* a set: position order is cheapest */
 }
 
 /* ---- §3 MLA attention ---- */

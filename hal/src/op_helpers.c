@@ -201,7 +201,7 @@ dsrt_status dsrt_indexer_scores(dsrt_stream *s, const dsrt_tensor *q, const dsrt
     return dsrt_enqueue(s, &op);
 }
 
-dsrt_status dsrt_topk(dsrt_stream *s, const dsrt_tensor *scores, const dsrt_tensor *lengths, int k,
+dsrt_status dsrt_topk(dsrt_stream *s, const dsrt_tensor *scores, const dsrt_tensor *lengths, int k, bool by_position,
                       const dsrt_tensor *indices)
 {
     dsrt_op op = dsrt_op_init(DSRT_OP_TOPK);
@@ -209,6 +209,7 @@ dsrt_status dsrt_topk(dsrt_stream *s, const dsrt_tensor *scores, const dsrt_tens
     SET(op.in[1], lengths);
     SET(op.out[0], indices);
     op.p.k = k;
+    op.p.by_position = by_position;
     return dsrt_enqueue(s, &op);
 }
 

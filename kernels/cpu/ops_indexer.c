@@ -145,6 +145,12 @@ static void heap_sift_down(float *s, int32_t *p, int64_t n, int64_t i)
     }
 }
 
+static int cmp_pos(const void *x, const void *y)
+{
+    int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
+    return (a > b) - (a < b);
+}
+
 static void topk_rows(void *vctx, int64_t b, int64_t e, int th)
 {
     dsrt_cpu_job *job = vctx;
@@ -201,6 +207,7 @@ static void topk_rows(void *vctx, int64_t b, int64_t e, int th)
             hp[0] = hp[j];
             heap_sift_down(hs, hp, j, 0);
         }
+        if (op->p.by_position) qsort(o, (size_t)size, sizeof *o, cmp_pos);
     }
     free(hs);
     free(hp);

@@ -319,10 +319,12 @@ template <int TK> GPU_DEV void topk_load(const float *row, int64_t base, int64_t
 
 /* One block per row; a thread takes TK consecutive scores a step (16 for long rows: four 16-byte
  * loads in flight). With ONE the row fits one step (n <= blockDim * TK) and the keys stay in registers
- * for every pass; otherwise each pass reads the row again (from L2). */
+ * for every pass; otherwise each pass reads the row again (from L2). by_pos: the gather, which runs
+ * in position order, writes the output; the sort by score (half the kernel at decode lengths) is
+ * left out. */
 template <int TK, bool ONE>
 static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_gpu_tensor lens, dsrt_gpu_tensor out,
-                                                      int k, int p2)
+                                                      int k, int p2, int by_pos)
 {
     extern __shared__ unsigned long long sel[]; /* [p2] */
     __shared__ int hist[4096];
@@ -429,9 +431,10 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
     }
     uint32_t thr = s_lo;
     int all = s_all, need = s_need, eq_base = 0, out_base = 0;
+    int32_t *o = (int32_t *)out.p + t * out.stride[0];
     /* gather: keys above the threshold, then the first `need` equal to it in position order (a
      * thread's TK scores are consecutive positions, so thread order is position order); a second scan
-     * gives every thread its slots (no shared counter) */
+     * gives every thread its slots (no shared counter). In position order they are the output. */
     for (int64_t b0 = 0; b0 < nround; b0 += step) {
         int64_t base = b0 + (int64_t)threadIdx.x * TK;
         TOPK_KEYS(b0, key)
@@ -455,26 +458,33 @@ static __global__ void __launch_bounds__(1024) k_topk(dsrt_gpu_tensor sc, dsrt_g
 #pragma unroll
         for (int e = 0; e < TK; e++)
             if (take >> e & 1) {
-                if (at < p2) sel[at] = ((unsigned long long)(~key[e]) << 32) | (unsigned long long)(uint32_t)(base + e);
+                if (by_pos) {
+                    if (at < k) o[at] = (int32_t)(base + e);
+                } else if (at < p2) {
+                    sel[at] = ((unsigned long long)(~key[e]) << 32) | (unsigned long long)(uint32_t)(base + e);
+                }
                 at++;
             }
         out_base += total;
     }
 #undef TOPK_KEYS
-    __syncthreads();
     cnt = out_base < k ? out_base : k;
+    if (by_pos) {
+        for (int i = cnt + threadIdx.x; i < k; i += blockDim.x) o[i] = -1;
+        return;
+    }
+    __syncthreads();
     for (int i = cnt + threadIdx.x; i < p2; i += blockDim.x) sel[i] = ~0ull;
     gpu_bitonic_sort<unsigned long long>(sel, p2);
-    int32_t *o = (int32_t *)out.p + t * out.stride[0];
     for (int i = threadIdx.x; i < k; i += blockDim.x) o[i] = i < cnt ? (int32_t)(uint32_t)(sel[i] & 0xffffffffu) : -1;
 }
 
 template <int TK, bool ONE>
 static dsrt_status topk_launch(const dsrt_gpu_ctx *c, dsrt_gpu_tensor sc, dsrt_gpu_tensor lens, dsrt_gpu_tensor out,
-                               int64_t T, int k, int p2, size_t smem)
+                               int64_t T, int k, int p2, size_t smem, int by_pos)
 {
     DSRT_TRY(gpu_smem_limit(c, (const void *)k_topk<TK, ONE>, smem, "topk"));
-    k_topk<TK, ONE><<<(unsigned)T, 1024, smem, gpu_stream(c)>>>(sc, lens, out, k, p2);
+    k_topk<TK, ONE><<<(unsigned)T, 1024, smem, gpu_stream(c)>>>(sc, lens, out, k, p2, by_pos);
     GPU_CHECK_LAUNCH("topk", "k_topk");
     return DSRT_OK;
 }
@@ -484,7 +494,7 @@ extern "C" dsrt_status dsrt_gpu_topk(const dsrt_gpu_ctx *c, const dsrt_op *op)
     dsrt_gpu_tensor sc = dsrt_gpu_tensor_of(&op->in[0]), lens = dsrt_gpu_tensor_of(&op->in[1]),
                     out = dsrt_gpu_tensor_of(&op->out[0]);
     int64_t T = sc.shape[0];
-    int k = op->p.k;
+    int k = op->p.k, by_pos = op->p.by_position;
     if (T == 0) return DSRT_OK;
     int p2 = 1;
     while (p2 < k) p2 <<= 1;
@@ -495,7 +505,7 @@ extern "C" dsrt_status dsrt_gpu_topk(const dsrt_gpu_ctx *c, const dsrt_op *op)
     if (sc.shape[1] > 0xffffffffll) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "topk: rows longer than 2^32");
     if (T > 0x7fffffff) return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "topk: too many rows");
     /* a decode-length row (the sparse attention's context up to 8192) is held in registers */
-    if (sc.shape[1] <= 1024 * 4) return topk_launch<4, true>(c, sc, lens, out, T, k, p2, smem);
-    if (sc.shape[1] <= 1024 * 8) return topk_launch<8, true>(c, sc, lens, out, T, k, p2, smem);
-    return topk_launch<16, false>(c, sc, lens, out, T, k, p2, smem);
+    if (sc.shape[1] <= 1024 * 4) return topk_launch<4, true>(c, sc, lens, out, T, k, p2, smem, by_pos);
+    if (sc.shape[1] <= 1024 * 8) return topk_launch<8, true>(c, sc, lens, out, T, k, p2, smem, by_pos);
+    return topk_launch<16, false>(c, sc, lens, out, T, k, p2, smem, by_pos);
 }

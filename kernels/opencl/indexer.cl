@@ -129,9 +129,10 @@ DEV int select_best(__global const float *row, long n, int want, ulong limit, __
     return nsel;
 }
 
-/* Top-k per row. Grid: (L, T). */
+/* Top-k per row, by score or (by_pos) by position. Grid: (L, T). */
 __kernel void topk(__global const uchar *sb, ulong so, long ss0, long Lr, __global const uchar *lb, ulong lo_,
-                   long ls0, int has_len, __global uchar *ob, ulong oo, long os0, int k, __local ulong *keys, int kpad)
+                   long ls0, int has_len, __global uchar *ob, ulong oo, long os0, int k, __local ulong *keys, int kpad,
+                   int by_pos)
 {
     __local uint hist[256];
     __local int sh[4];
@@ -144,6 +145,11 @@ __kernel void topk(__global const uchar *sb, ulong so, long ss0, long Lr, __glob
     }
     __global const float *row = (__global const float *)(sb + so) + t * ss0;
     int nsel = select_best(row, n, k, ~(ulong)0, keys, kpad, hist, sh);
+    if (by_pos) { /* re-key the chosen entries as ~position (rank_pos still reads it), unused ones (0) sort last */
+        for (int i = lid; i < nsel; i += L) keys[i] = ~(ulong)(uint)rank_pos(keys[i]);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        bitonic_desc(keys, kpad);
+    }
     __global int *out = (__global int *)(ob + oo) + t * os0;
     for (int i = lid; i < k; i += L) out[i] = i < nsel ? rank_pos(keys[i]) : -1;
 }

@@ -14,7 +14,8 @@
  *   swiglu    a different result on every run (not deterministic)
  *   convert   the input modified
  *   hadamard  refused by supports_op with a reason (must be a skip with that reason)
- *   topk      equal scores returned in reverse position order (legal: ties may swap; must pass)
+ *   topk      equal scores returned in reverse position order (legal: ties may swap; must pass); in
+ *             position order (by_position) the result is left as it is
  *
  * Everything else passes through and must pass. tests/CMakeLists.txt runs the suite on it and
  * checks the report (tests/conform/run_conform.cmake). */
@@ -91,7 +92,9 @@ static dsrt_status mutant_enqueue(void *sctx, const dsrt_op *op)
     case DSRT_OP_CONVERT:
         if (dsrt_tensor_numel(&op->in[0])) host(&op->in[0])[0] ^= 0x10;
         break;
-    case DSRT_OP_TOPK: reverse_ties(op); break;
+    case DSRT_OP_TOPK:
+        if (!op->p.by_position) reverse_ties(op);
+        break;
     default: break;
     }
     return DSRT_OK;

@@ -769,13 +769,22 @@ static void ref_topk(const float *row, int64_t n, int64_t k, int32_t *out)
     free(taken);
 }
 
+static int cmp_pos(const void *x, const void *y)
+{
+    int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* Checks both orders: by score against ref_topk, and by position against the same set sorted. */
 static void topk_check(const char *what, const float *scores, int64_t T, int64_t L, const int32_t *lens, int64_t k)
 {
-    dsrt_tensor s = tnew_cols(DSRT_F32, 2, (int64_t[]){T, L}, 0, 3), o = tnew_cols(DSRT_I32, 2, (int64_t[]){T, k}, 1, 1);
+    dsrt_tensor s = tnew_cols(DSRT_F32, 2, (int64_t[]){T, L}, 0, 3), o = tnew_cols(DSRT_I32, 2, (int64_t[]){T, k}, 1, 1),
+                op = tnew_cols(DSRT_I32, 2, (int64_t[]){T, k}, 1, 1);
     tput(&s, scores);
     dsrt_tensor tl = T1(DSRT_I32, T);
     if (lens) tput_i32(&tl, lens);
-    ck_ok(dsrt_topk(E.s, &s, lens ? &tl : NULL, (int)k, &o));
+    ck_ok(dsrt_topk(E.s, &s, lens ? &tl : NULL, (int)k, false, &o));
+    ck_ok(dsrt_topk(E.s, &s, lens ? &tl : NULL, (int)k, true, &op));
     env_sync();
     int32_t *want = calloc((size_t)k, sizeof(int32_t));
     for (int64_t t = 0; t < T; t++) {
@@ -785,6 +794,12 @@ static void topk_check(const char *what, const float *scores, int64_t T, int64_t
         for (int64_t i = 0; i < k; i++)
             ck_assert_msg(tget_i32(&o, t * k + i) == want[i], "%s: row %lld rank %lld: %d, expected %d", what, (long long)t,
                           (long long)i, tget_i32(&o, t * k + i), want[i]);
+        int64_t nv = 0;
+        while (nv < k && want[nv] >= 0) nv++;
+        qsort(want, (size_t)nv, sizeof *want, cmp_pos);
+        for (int64_t i = 0; i < k; i++)
+            ck_assert_msg(tget_i32(&op, t * k + i) == want[i], "%s by position: row %lld slot %lld: %d, expected %d", what,
+                          (long long)t, (long long)i, tget_i32(&op, t * k + i), want[i]);
     }
     free(want);
 }
@@ -798,7 +813,7 @@ START_TEST(test_topk)
     int32_t got[6];
     dsrt_tensor s = T2(DSRT_F32, 1, 10), o = T2(DSRT_I32, 1, 6);
     tput(&s, row1);
-    ck_ok(dsrt_topk(E.s, &s, NULL, 6, &o));
+    ck_ok(dsrt_topk(E.s, &s, NULL, 6, false, &o));
     env_sync();
     for (int i = 0; i < 6; i++) got[i] = tget_i32(&o, i);
     const int32_t expect1[6] = {7, 5, 9, 1, 3, 6};

@@ -1033,8 +1033,16 @@ static void topk_rows(int64_t L)
     run2(&p);
     snprintf(name, sizeof name, "k=100 of %lld with lengths", (long long)L);
     record("topk", name, pt_exact(&ix3), 0);
-    pt all[] = {sc, ln, ix, ix2, ix3};
-    free_all(all, 5);
+    pt ix4; /* by position, as DSA asks: the gather writes the output, no sort */
+    pt_out(&ix4, DSRT_I32, 2, SH(T, 2048));
+    p.out[0] = &ix4;
+    p.op.p.k = 2048;
+    p.op.p.by_position = true;
+    run2(&p);
+    snprintf(name, sizeof name, "k=2048 of %lld by position", (long long)L);
+    record("topk", name, pt_exact(&ix4), 0);
+    pt all[] = {sc, ln, ix, ix2, ix3, ix4};
+    free_all(all, 6);
 }
 
 START_TEST(t_topk)

@@ -801,12 +801,12 @@ START_TEST(test_op_validation_attention)
 
     /* topk */
     dsrt_tensor ti = mk(&a, d, DSRT_I32, 2, T, 4, 0), ti5 = mk(&a, d, DSRT_I32, 2, T, 5, 0);
-    ck_ok(dsrt_topk(s, &sc, &kl, 4, &ti));
-    ck_ok(dsrt_topk(s, &sc, NULL, 4, &ti));
-    ck_fails(dsrt_topk(s, &sc, NULL, 0, &ti), DSRT_CODE_INVALID_ARGUMENT, "topk: k = 0 must be >= 1");
-    ck_fails(dsrt_topk(s, &sc, NULL, 4, &ti5), DSRT_CODE_INVALID_ARGUMENT, "'indices' is i32[3,5], expected shape [3,4]");
-    ck_fails(dsrt_topk(s, &sc, &slots4, 4, &ti), DSRT_CODE_INVALID_ARGUMENT, "'lengths' is i32[4], expected shape [3]");
-    ck_fails(dsrt_topk(s, &sc16, NULL, 4, &ti), DSRT_CODE_INVALID_ARGUMENT, "'scores' has dtype f16, expected f32");
+    ck_ok(dsrt_topk(s, &sc, &kl, 4, false, &ti));
+    ck_ok(dsrt_topk(s, &sc, NULL, 4, false, &ti));
+    ck_fails(dsrt_topk(s, &sc, NULL, 0, false, &ti), DSRT_CODE_INVALID_ARGUMENT, "topk: k = 0 must be >= 1");
+    ck_fails(dsrt_topk(s, &sc, NULL, 4, false, &ti5), DSRT_CODE_INVALID_ARGUMENT, "'indices' is i32[3,5], expected shape [3,4]");
+    ck_fails(dsrt_topk(s, &sc, &slots4, 4, false, &ti), DSRT_CODE_INVALID_ARGUMENT, "'lengths' is i32[4], expected shape [3]");
+    ck_fails(dsrt_topk(s, &sc16, NULL, 4, false, &ti), DSRT_CODE_INVALID_ARGUMENT, "'scores' has dtype f16, expected f32");
     ck_ok(dsrt_stream_sync(s));
     arena_free(&a);
     dsrt_stream_release(s);
@@ -1173,7 +1173,7 @@ START_TEST(test_plugins)
              "a backend named 'testplug' is already registered (from " DSRT_TEST_PLUGIN_GOOD ")");
     /* The refusals, each naming the file and what is wrong. */
     ck_fails(dsrt_registry_load_plugin(DSRT_TEST_PLUGIN_BADABI, NULL), DSRT_CODE_INCOMPATIBLE, "libdsrt-badabi.so");
-    ck_fails(dsrt_registry_load_plugin(DSRT_TEST_PLUGIN_BADABI, NULL), DSRT_CODE_INCOMPATIBLE, "was built for backend ABI version 1002");
+    ck_fails(dsrt_registry_load_plugin(DSRT_TEST_PLUGIN_BADABI, NULL), DSRT_CODE_INCOMPATIBLE, "was built for backend ABI version 1003");
     ck_fails(dsrt_registry_load_plugin(DSRT_TEST_PLUGIN_NOENTRY, NULL), DSRT_CODE_INVALID_ARGUMENT,
              "libdsrt-noentry.so' does not export 'dsrt_backend_plugin_entry'");
     ck_fails(dsrt_registry_load_plugin(DSRT_TEST_PLUGIN_NOENQUEUE, NULL), DSRT_CODE_INVALID_ARGUMENT,

@@ -1007,18 +1007,23 @@ static void gen_topk(cf_suite *S)
     static const struct {
         int64_t T, L;
         int k, kind;
-        bool quick;
+        bool quick, by_pos;
         const char *tags, *label;
     } V[] = {
-        {4, 1000, 64, RANDOM, true, "", ""},
-        {3, 50, 64, RANDOM, true, "edge", " k larger than the row"},
-        {5, 300, 32, LENGTHS, false, "edge", " with lengths (0 and negative)"},
-        {4, 200, 16, SPECIAL, true, "nan", " nan-inf entries"},
-        {3, 500, 100, TIES, false, "ties", " many equal scores"},
-        {0, 128, 8, RANDOM, false, "empty", ""},
-        {2, 65536, 2048, RANDOM, false, "large", " indexer size"},
-        {7, 129, 1, RANDOM, false, "", " argmax"},
-        {2, 3000, 2048, LENGTHS, false, "edge", " index_topk over short rows"},
+        {4, 1000, 64, RANDOM, true, false, "", ""},
+        {3, 50, 64, RANDOM, true, false, "edge", " k larger than the row"},
+        {5, 300, 32, LENGTHS, false, false, "edge", " with lengths (0 and negative)"},
+        {4, 200, 16, SPECIAL, true, false, "nan", " nan-inf entries"},
+        {3, 500, 100, TIES, false, false, "ties", " many equal scores"},
+        {0, 128, 8, RANDOM, false, false, "empty", ""},
+        {2, 65536, 2048, RANDOM, false, false, "large", " indexer size"},
+        {7, 129, 1, RANDOM, false, false, "", " argmax"},
+        {2, 3000, 2048, LENGTHS, false, false, "edge", " index_topk over short rows"},
+        /* by position: what DSA asks for */
+        {4, 1000, 64, RANDOM, true, true, "", " by position"},
+        {4, 200, 16, SPECIAL, false, true, "nan", " by position, nan-inf entries"},
+        {3, 500, 100, TIES, false, true, "ties", " by position, many equal scores"},
+        {3, 4100, 2048, LENGTHS, false, true, "edge", " by position, decode-length rows"},
     };
     for (size_t i = 0; i < sizeof V / sizeof V[0]; i++) {
         cf_case *c = cf_begin(S, DSRT_OP_TOPK, V[i].quick, V[i].tags, "T=%lld L=%lld k=%d%s", (long long)V[i].T,
@@ -1047,6 +1052,7 @@ static void gen_topk(cf_suite *S)
         }
         cf_out(c, 0, DSRT_I32, 2, SH(T, V[i].k));
         c->p.k = V[i].k;
+        c->p.by_position = V[i].by_pos;
         c->check[0].mode = CF_CMP_TOPK;
         cf_finish(S, c);
     }

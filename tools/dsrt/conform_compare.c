@@ -217,8 +217,8 @@ static int cmp_i32(const void *x, const void *y)
 }
 
 /* Top-k: the target's picks must be valid positions of the row, distinct, never NaN or -inf, in
- * descending score, as many as the reference's, and select the same multiset of scores: a tie may
- * pick either of two equal scores. */
+ * descending score (ascending position with by_position), as many as the reference's, and select the
+ * same multiset of scores: a tie may pick either of two equal scores. */
 static void cmp_topk(const cf_case *c, int o, const cf_operand *ref, const cf_operand *tgt, cf_check_result *r)
 {
     const cf_operand *sc = &c->in[0], *lens = &c->in[1], *a = &ref[o], *b = &tgt[o];
@@ -245,6 +245,7 @@ static void cmp_topk(const cf_case *c, int o, const cf_operand *ref, const cf_op
         char why[200] = "";
         bool ended = false;
         float prev = INFINITY;
+        int32_t prev_pos = -1;
         for (int64_t j = 0; j < k; j++) {
             int32_t ia = cf_get_i32(a, t * k + j), ib = cf_get_i32(b, t * k + j);
             if (ia >= 0) sa[na++] = cf_get(sc, t * L + ia);
@@ -260,8 +261,12 @@ static void cmp_topk(const cf_case *c, int o, const cf_operand *ref, const cf_op
             if (ib < 0 || ib >= len) continue;
             float v = cf_get(sc, t * L + ib);
             if ((isnan(v) || v == -INFINITY) && !why[0]) snprintf(why, sizeof why, "picked position %d whose score is %g", ib, (double)v);
-            if (v > prev && !why[0]) snprintf(why, sizeof why, "scores not in descending order at slot %lld", (long long)j);
+            if (!c->p.by_position && v > prev && !why[0])
+                snprintf(why, sizeof why, "scores not in descending order at slot %lld", (long long)j);
+            if (c->p.by_position && ib <= prev_pos && !why[0])
+                snprintf(why, sizeof why, "positions not in ascending order at slot %lld (%d after %d)", (long long)j, ib, prev_pos);
             prev = v;
+            prev_pos = ib;
             ids[nb] = ib;
             sb[nb++] = v;
         }

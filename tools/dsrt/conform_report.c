@@ -90,7 +90,10 @@ static cJSON *params_json(const cf_result *r)
         cJSON_AddNumberToObject(o, "page_size", p->page_size);
         cJSON_AddStringToObject(o, "format", p->format == DSRT_CACHE_FP8 ? "fp8" : "plain");
         break;
-    case DSRT_OP_TOPK: cJSON_AddNumberToObject(o, "k", p->k); break;
+    case DSRT_OP_TOPK:
+        cJSON_AddNumberToObject(o, "k", p->k);
+        cJSON_AddBoolToObject(o, "by_position", p->by_position);
+        break;
     case DSRT_OP_MOE_GATE:
         cJSON_AddNumberToObject(o, "k", p->k);
         cJSON_AddNumberToObject(o, "n_group", p->n_group);

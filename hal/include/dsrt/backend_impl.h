@@ -27,7 +27,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever dsrt_backend_vtable, dsrt_op, dsrt_tensor or dsrt_device_caps change layout. */
-#define DSRT_BACKEND_ABI_VERSION 2u /* 2: dsrt_device_caps.concurrent_streams */
+#define DSRT_BACKEND_ABI_VERSION 3u /* 2: dsrt_device_caps.concurrent_streams; 3: dsrt_op_params.by_position */
 #define DSRT_BACKEND_PLUGIN_ENTRY "dsrt_backend_plugin_entry"
 
 typedef struct dsrt_backend_vtable {

@@ -122,8 +122,9 @@ typedef enum dsrt_op_kind {
     DSRT_OP_INDEXER_SCORES,
     /* Top-k per row. in: scores [T,L] f32, lengths [T] i32 (optional: entries at j >= lengths[t]
      * are ignored; a negative length ignores the whole row); out: indices [T,k] i32, by descending
-     * score, ties to the lower position;
-     * -inf and NaN are never chosen; missing entries are -1. */
+     * score, ties to the lower position; with by_position the same set in ascending position order
+     * (DSA uses the set: no backend need sort by score for it);
+     * -inf and NaN are never chosen; missing entries are -1, after the chosen ones. */
     DSRT_OP_TOPK,
     /* MoE routing (noaux_tc). in: logits [T,E] f32, bias [E] f32 (optional); out: ids [T,k] i32,
      * weights [T,k] f32. s = sigmoid(logits) (softmax if score_func = SOFTMAX); b = s + bias.
@@ -173,6 +174,7 @@ typedef struct dsrt_op_params {
     bool interleaved;       /* ROPE */
     bool transpose_w;       /* HEAD_LINEAR */
     bool norm_topk;         /* MOE_GATE */
+    bool by_position;       /* TOPK: chosen indices in ascending position order, not by score */
     int32_t k;              /* TOPK, MOE_GATE */
     int32_t n_group;        /* MOE_GATE */
     int32_t topk_group;     /* MOE_GATE */
@@ -257,7 +259,7 @@ dsrt_status dsrt_indexer_scores(dsrt_stream *s, const dsrt_tensor *q, const dsrt
                                 const dsrt_tensor *kcache, dsrt_cache_format format, int page_size,
                                 const dsrt_tensor *block_table, const dsrt_tensor *row_seq,
                                 const dsrt_tensor *kv_len, float scale, const dsrt_tensor *scores);
-dsrt_status dsrt_topk(dsrt_stream *s, const dsrt_tensor *scores, const dsrt_tensor *lengths, int k,
+dsrt_status dsrt_topk(dsrt_stream *s, const dsrt_tensor *scores, const dsrt_tensor *lengths, int k, bool by_position,
                       const dsrt_tensor *indices);
 dsrt_status dsrt_moe_gate(dsrt_stream *s, const dsrt_tensor *logits, const dsrt_tensor *bias, int k,
                           int n_group, int topk_group, dsrt_score_func score_func, bool norm_topk,
