@@ -102,6 +102,14 @@ static inline gpuError_t gpuGraphInstantiate(gpuGraphExec_t *exec, gpuGraph_t gr
     return hipGraphInstantiate(exec, graph, NULL, NULL, 0);
 }
 
+/* Debian's HIP 5.2 has no hipGraphUpload (ROCm 5.3 added it): there the first launch uploads. */
+static inline gpuError_t gpuGraphUpload(gpuGraphExec_t exec, gpuStream_t s)
+{
+    (void)exec;
+    (void)s;
+    return hipSuccess;
+}
+
 /* Whether p is page-locked host memory the runtime knows (false for pageable memory). ROCm 6 renamed
  * the attribute field `memoryType` to `type`, as CUDA spells it. */
 static inline bool gpu_is_pinned_host(const void *p)
@@ -187,6 +195,7 @@ typedef struct cudaDeviceProp gpuDeviceProp;
 #define gpuStreamBeginCapture cudaStreamBeginCapture
 #define gpuStreamEndCapture cudaStreamEndCapture
 #define gpuGraphLaunch cudaGraphLaunch
+#define gpuGraphUpload cudaGraphUpload
 #define gpuGraphExecDestroy cudaGraphExecDestroy
 #define gpuGraphDestroy cudaGraphDestroy
 #define gpuFuncSetAttribute(fn, attr, v) cudaFuncSetAttribute(fn, attr, v)
