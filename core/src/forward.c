@@ -103,7 +103,7 @@ static dsrt_status side_fork(fwd *F, int dev, int k, dsrt_stream **s)
 {
     dsrt_model_dev *d = &F->m->devs[dev];
     int i = side_index(F, dev, k);
-    *s = side_stream(F, dev, k);
+    *s = i < 0 ? d->stream : d->side[i];
     if (i < 0) return DSRT_OK;
     DSRT_TRY(dsrt_event_record(d->fork_ev, d->stream));
     DSRT_TRY(dsrt_stream_wait_event(*s, d->fork_ev));
