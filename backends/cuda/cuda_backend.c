@@ -483,6 +483,9 @@ static const char *dsrt_cuda_err_text(unsigned bits)
 {
     if (bits & DSRT_GPU_ERR_GROUP_OFFSETS)
         return "linear_grouped: offsets are not non-decreasing within 0..R (the op wrote nothing)";
+    if (bits & DSRT_GPU_ERR_NO_WGMMA)
+        return "mla_decode: the kernel image for this device has no sm_90a code (the output is not valid); build with "
+               "-gencode=arch=compute_90a,code=sm_90a or set DSRT_CUDA_MLA_MMA_SYNC=1";
     return "a kernel reported bad data";
 }
 

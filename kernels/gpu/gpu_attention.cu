@@ -16,6 +16,7 @@
  * repeated ones, as the reference does. */
 #include "gpu_common.cuh"
 #include "gpu_mma.cuh"
+#include "gpu_wgmma.cuh"
 
 #define NEG_INF (-__int_as_float(0x7f800000))
 
@@ -258,6 +259,7 @@ typedef struct tc_args {
     int q_async;   /* q rows are 16-byte aligned: copied into shared memory asynchronously */
     float *part_o; /* [splits][T][Hh][512] when split */
     float2 *part_ml;
+    unsigned *err; /* the device error word (k_mla_decode_wg without its image) */
 } tc_args;
 
 #ifdef DSRT_GPU_HAVE_MMA
@@ -546,6 +548,298 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
 #endif
 }
 
+/* ---- decode on Hopper's warpgroup MMA (sm_90a) ----
+ * The same work as k_mla_decode_tc (64 heads, tiles of 64 cached rows, online softmax, splits) with
+ * the products on wgmma: its tensor cores read both operands from shared memory, where mma.sync
+ * spends most of its time in ldmatrix and register pressure (session 9: ncu showed the mma.sync
+ * kernel issuing every 2.8 cycles, its tensor pipe 22% busy). Two warpgroups: for Q.K^T, warpgroup
+ * w takes keys 32w..32w+31 of the tile for all 64 heads; the row maxima meet in shared memory, p
+ * goes to shared memory as bf16, and for P.V warpgroup w takes latent columns 256w..256w+255 over
+ * all 64 keys, reading V straight from the key tile (the trans flag: the tile is N-major for it).
+ * Q, the key tile and P are stored swizzled (gpu_wgmma.cuh). Rounding points are those of the
+ * mma.sync kernel. */
+#define MW_SLICE 8192 /* 64 rows x 64 bf16, swizzled */
+#define MW_SMEM_Q (9 * MW_SLICE)
+#define MW_SMEM_K (9 * MW_SLICE)
+#define MW_SMEM_P MW_SLICE
+#define MW_SMEM_RED (2 * 2 * 64 * 4) /* row maxima, then row sums, per warpgroup */
+#define MW_SMEM (1024 + MW_SMEM_Q + MW_SMEM_K + MW_SMEM_P + MD_SMEM_STAGE + 2 * MD_KEYS * 8 + MW_SMEM_RED)
+
+#ifdef DSRT_GPU_HAVE_WGMMA
+/* Row copies of a tile: FP8 rows into the staging area, bf16 rows straight into the swizzled tile. */
+GPU_DEV void mw_issue_tile(const tc_args &a, const int64_t *slots, uint8_t *stage, uint8_t *Ks)
+{
+    int tid = threadIdx.x;
+    const uint8_t *base = (const uint8_t *)a.cache.p;
+    if (a.fmt == DSRT_CACHE_FP8) {
+        /* four threads a row, chunks 16 bytes apart: the row's slot is read once */
+        int r = tid / 4;
+        int64_t slot = slots[r];
+        const uint8_t *src = base + (slot >= 0 ? slot : 0) * a.cache.stride[0];
+        for (int ch = tid % 4; ch < 41; ch += 4)
+            gpu_cp_async16(stage + r * MD_FP8_ROW + ch * 16, src + ch * 16, slot >= 0 ? 16 : 0);
+    } else {
+        int r = tid / 4;
+        int64_t slot = slots[r];
+        const uint8_t *src = base + ((slot >= 0 ? slot : 0) * a.cache.stride[0]) * 2;
+        for (int ch = tid % 4; ch < 72; ch += 4)
+            gpu_cp_async16(Ks + (ch / 8) * MW_SLICE + gpu_swz128(r, ch % 8), src + ch * 16, slot >= 0 ? 16 : 0);
+    }
+}
+
+/* FP8 staging -> swizzled bf16 tile (latent scaled, exact for power-of-two scales; rope copied). */
+GPU_DEV void mw_dequant(const uint8_t *stage, uint8_t *Ks)
+{
+    /* a thread keeps one group of 8 columns (gi) and takes every fourth row: the column math is done once */
+    int tid = threadIdx.x, gi = tid % 64;
+    const uint8_t *col = stage + gi * 8, *scl = stage + MD_DC + 4 * (gi / 16);
+    uint8_t *dst = Ks + (gi / 8) * MW_SLICE;
+#pragma unroll 4
+    for (int r = tid / 64; r < MD_KEYS; r += 4) {
+        uint2 raw = *(const uint2 *)(col + r * MD_FP8_ROW);
+        float s = *(const float *)(scl + r * MD_FP8_ROW);
+        float f[8];
+        gpu_e4m3x4_scaled(raw.x, s, f);
+        gpu_e4m3x4_scaled(raw.y, s, f + 4);
+        uint4 o;
+        o.x = gpu_pack_bf16x2(f[0], f[1]);
+        o.y = gpu_pack_bf16x2(f[2], f[3]);
+        o.z = gpu_pack_bf16x2(f[4], f[5]);
+        o.w = gpu_pack_bf16x2(f[6], f[7]);
+        *(uint4 *)(dst + gpu_swz128(r, gi % 8)) = o;
+    }
+    for (int id = tid; id < MD_KEYS * 8; id += 256) {
+        int r = id / 8, ci = id % 8;
+        *(uint4 *)(Ks + 8 * MW_SLICE + gpu_swz128(r, ci)) = *(const uint4 *)(stage + r * MD_FP8_ROW + MD_DC + 16 + ci * 16);
+    }
+}
+#endif
+
+static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
+{
+#ifdef DSRT_GPU_HAVE_WGMMA
+    extern __shared__ __align__(16) uint8_t mw_raw[];
+    /* swizzled slices start on 1 KiB boundaries */
+    uint8_t *smem = mw_raw + ((1024 - (gpu_smem_addr(mw_raw) & 1023)) & 1023);
+    uint8_t *Qs = smem, *Ks = Qs + MW_SMEM_Q, *Ps = Ks + MW_SMEM_K, *stage = Ps + MW_SMEM_P;
+    int64_t *slots = (int64_t *)(stage + MD_SMEM_STAGE);
+    float *red = (float *)(slots + 2 * MD_KEYS);
+
+    int64_t T = a.ql.shape[0], Hh = a.ql.shape[1], S = a.cache.shape[0];
+    int64_t t = blockIdx.x, h0 = (int64_t)blockIdx.y * MD_HEADS;
+    int sp = blockIdx.z;
+    int tid = threadIdx.x, wg = tid / 128, warp = tid / 32, lane = tid % 32, g = lane / 4, cq = lane % 4;
+    int r0 = (warp % 4) * 16 + g, r1 = r0 + 8; /* this thread's rows (heads h0 + r) in both products */
+
+    int32_t seq = gpu_i32(a.row_seq, t * a.row_seq.stride[0]);
+    int32_t len = gpu_i32(a.kv_len, t * a.kv_len.stride[0]);
+    int64_t n = a.pos ? a.cnt[t] : (len > 0 ? len : 0);
+    int64_t jb = (int64_t)sp * a.chunk, je = jb + a.chunk < n ? jb + a.chunk : n;
+
+    /* Q rows (latent then rope), swizzled; missing heads are zero */
+    for (int id = tid; id < MD_HEADS * 72; id += 256) {
+        int r = id / 72, ch = id % 72;
+        int64_t h = h0 + r;
+        const uint16_t *src = ch < 64 ? (const uint16_t *)a.ql.p + t * a.ql.stride[0] + (h < Hh ? h : 0) * a.ql.stride[1] + ch * 8
+                                      : (const uint16_t *)a.qp.p + t * a.qp.stride[0] + (h < Hh ? h : 0) * a.qp.stride[1] + (ch - 64) * 8;
+        uint8_t *dst = Qs + (ch / 8) * MW_SLICE + gpu_swz128(r, ch % 8);
+        if (a.q_async) {
+            gpu_cp_async16(dst, src, h < Hh ? 16 : 0);
+        } else {
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (h < Hh) v = *(const uint4 *)src;
+            *(uint4 *)dst = v;
+        }
+    }
+    gpu_cp_async_commit();
+
+    float o[128];
+#pragma unroll
+    for (int i = 0; i < 128; i++) o[i] = 0;
+    float m0 = NEG_INF, l0 = 0, m1 = NEG_INF, l1 = 0; /* rows r0, r1; l over this warpgroup's keys */
+
+    int64_t ntiles = je > jb ? (je - jb + MD_KEYS - 1) / MD_KEYS : 0;
+    bool fp8 = a.fmt == DSRT_CACHE_FP8;
+    if (tid < MD_KEYS) {
+        int64_t j = jb + tid, slot = -1;
+        if (j < je) slot = gpu_slot_of(a.bt, seq, a.pos ? a.pos[t * a.pos_k + j] : (int32_t)j, a.page, S);
+        slots[tid] = slot;
+    }
+    __syncthreads();
+    if (ntiles > 0 && fp8) mw_issue_tile(a, slots, stage, Ks);
+    gpu_cp_async_commit();
+
+    /* Descriptors of each product's first operand block; the others add their offset (in 16-byte
+     * units) to the address field, which cannot carry out of it below 256 KiB. */
+    const uint32_t ka = gpu_smem_addr(Ks);
+    const uint64_t dq = gpu_wgmma_desc(gpu_smem_addr(Qs), 16, 1024), dk = gpu_wgmma_desc(ka + wg * 32 * 128, 16, 1024),
+                   dp = gpu_wgmma_desc(gpu_smem_addr(Ps), 16, 1024),
+                   dv = gpu_wgmma_desc(ka + 4 * wg * MW_SLICE, MW_SLICE, 1024);
+    for (int64_t it = 0; it < ntiles; it++) {
+        int cur = (int)(it & 1), nxt = cur ^ 1;
+        int64_t j0 = jb + it * MD_KEYS;
+        const int64_t *sl = slots + cur * MD_KEYS;
+        if (!fp8) {
+            mw_issue_tile(a, sl, stage, Ks);
+            gpu_cp_async_commit();
+        }
+        gpu_cp_async_wait<0>();
+        __syncthreads();
+        if (fp8) mw_dequant(stage, Ks);
+        if (tid < MD_KEYS) {
+            int64_t j = j0 + MD_KEYS + tid, slot = -1;
+            if (it + 1 < ntiles && j < je)
+                slot = gpu_slot_of(a.bt, seq, a.pos ? a.pos[t * a.pos_k + j] : (int32_t)j, a.page, S);
+            slots[nxt * MD_KEYS + tid] = slot;
+        }
+        gpu_fence_proxy_async();
+        __syncthreads();
+        if (fp8 && it + 1 < ntiles) mw_issue_tile(a, slots + nxt * MD_KEYS, stage, Ks);
+        gpu_cp_async_commit();
+
+        /* S = Q K^T for all heads, keys 32wg..+32: latent and rope parts apart */
+        float s_lat[16], s_pe[16];
+        gpu_wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < 32; ks++) {
+            uint32_t off = ((ks / 4) * MW_SLICE + (ks % 4) * 32) >> 4;
+            gpu_wgmma_m64n32_bf16(s_lat, dq + off, dk + off, ks > 0);
+        }
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) {
+            uint32_t off = (8 * MW_SLICE + ks * 32) >> 4;
+            gpu_wgmma_m64n32_bf16(s_pe, dq + off, dk + off, ks > 0);
+        }
+        gpu_wgmma_commit();
+        gpu_wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            gpu_wgmma_pin(s_lat[i]);
+            gpu_wgmma_pin(s_pe[i]);
+        }
+
+        /* scores as ops.h rounds them; masked keys and missing heads are -inf */
+        float x0 = NEG_INF, x1 = NEG_INF;
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            int key = wg * 32 + (i / 4) * 8 + 2 * cq + (i & 1), row = i & 2 ? r1 : r0;
+            bool ok = sl[key] >= 0 && h0 + row < Hh;
+            float s = gpu_round_bf16_fast(
+                gpu_round_bf16_fast(gpu_round_bf16_fast(s_lat[i]) + gpu_round_bf16_fast(s_pe[i])) * a.scale);
+            s_lat[i] = ok ? s : NEG_INF;
+            if (i & 2) x1 = fmaxf(x1, s_lat[i]);
+            else x0 = fmaxf(x0, s_lat[i]);
+        }
+        x0 = fmaxf(x0, gpu_shfl_xor(x0, 1));
+        x0 = fmaxf(x0, gpu_shfl_xor(x0, 2));
+        x1 = fmaxf(x1, gpu_shfl_xor(x1, 1));
+        x1 = fmaxf(x1, gpu_shfl_xor(x1, 2));
+        if (cq == 0) {
+            red[wg * 64 + r0] = x0;
+            red[wg * 64 + r1] = x1;
+        }
+        __syncthreads();
+        x0 = fmaxf(red[r0], red[64 + r0]);
+        x1 = fmaxf(red[r1], red[64 + r1]);
+
+        /* online softmax: both warpgroups reach the same maxima; each sums its own keys */
+        const float LOG2E = 1.4426950408889634f;
+        float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
+        float a0 = n0 == NEG_INF ? 1.0f : exp2f((m0 - n0) * LOG2E);
+        float a1 = n1 == NEG_INF ? 1.0f : exp2f((m1 - n1) * LOG2E);
+        float b0 = n0 == NEG_INF ? 0.0f : n0 * LOG2E, b1 = n1 == NEG_INF ? 0.0f : n1 * LOG2E;
+        float sum0 = 0, sum1 = 0;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float p[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                bool up = e >= 2;
+                float nn = up ? n1 : n0;
+                p[e] = nn == NEG_INF ? 0.0f : exp2f(fmaf(s_lat[4 * j + e], LOG2E, up ? -b1 : -b0));
+            }
+            sum0 += p[0] + p[1];
+            sum1 += p[2] + p[3];
+            int chunk = wg * 4 + j;
+            *(uint32_t *)(Ps + gpu_swz128(r0, chunk) + 4 * cq) = gpu_pack_bf16x2(p[0], p[1]);
+            *(uint32_t *)(Ps + gpu_swz128(r1, chunk) + 4 * cq) = gpu_pack_bf16x2(p[2], p[3]);
+        }
+        sum0 += gpu_shfl_xor(sum0, 1);
+        sum0 += gpu_shfl_xor(sum0, 2);
+        sum1 += gpu_shfl_xor(sum1, 1);
+        sum1 += gpu_shfl_xor(sum1, 2);
+        l0 = l0 * a0 + sum0;
+        l1 = l1 * a1 + sum1;
+        m0 = n0;
+        m1 = n1;
+#pragma unroll
+        for (int j = 0; j < 32; j++) {
+            o[4 * j] *= a0;
+            o[4 * j + 1] *= a0;
+            o[4 * j + 2] *= a1;
+            o[4 * j + 3] *= a1;
+        }
+        gpu_fence_proxy_async();
+        __syncthreads();
+
+        /* O += P V: latent columns 256wg..+256 over the tile's 64 keys */
+        gpu_wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) gpu_wgmma_m64n256_bf16_tb(o, dp + ((ks * 32) >> 4), dv + ((ks * 16 * 128) >> 4), 1);
+        gpu_wgmma_commit();
+        gpu_wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < 128; i++) gpu_wgmma_pin(o[i]);
+        __syncthreads();
+    }
+    gpu_cp_async_wait<0>();
+
+    /* row sums of both warpgroups */
+    if (cq == 0) {
+        red[128 + wg * 64 + r0] = l0;
+        red[128 + wg * 64 + r1] = l1;
+    }
+    __syncthreads();
+    l0 = red[128 + r0] + red[192 + r0];
+    l1 = red[128 + r1] + red[192 + r1];
+    int64_t ha = h0 + r0, hb = h0 + r1;
+    int dw = wg * 256;
+    if (a.part_o) {
+        float *po = a.part_o + (((int64_t)sp * T + t) * Hh) * MD_DC;
+#pragma unroll
+        for (int j = 0; j < 32; j++) {
+            int d = dw + j * 8 + 2 * cq;
+            if (ha < Hh) *(float2 *)(po + ha * MD_DC + d) = make_float2(o[4 * j], o[4 * j + 1]);
+            if (hb < Hh) *(float2 *)(po + hb * MD_DC + d) = make_float2(o[4 * j + 2], o[4 * j + 3]);
+        }
+        if (wg == 0 && cq == 0) {
+            if (ha < Hh) a.part_ml[((int64_t)sp * T + t) * Hh + ha] = make_float2(m0, l0);
+            if (hb < Hh) a.part_ml[((int64_t)sp * T + t) * Hh + hb] = make_float2(m1, l1);
+        }
+        return;
+    }
+    float ia = l0 > 0 ? 1.0f / l0 : 0.0f, ib = l1 > 0 ? 1.0f / l1 : 0.0f;
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+        int d = dw + j * 8 + 2 * cq;
+        if (ha < Hh) {
+            int64_t off = t * a.o.stride[0] + ha * a.o.stride[1] + d;
+            gpu_st(a.o.p, a.o.dtype, off, o[4 * j] * ia);
+            gpu_st(a.o.p, a.o.dtype, off + 1, o[4 * j + 1] * ia);
+        }
+        if (hb < Hh) {
+            int64_t off = t * a.o.stride[0] + hb * a.o.stride[1] + d;
+            gpu_st(a.o.p, a.o.dtype, off, o[4 * j + 2] * ib);
+            gpu_st(a.o.p, a.o.dtype, off + 1, o[4 * j + 3] * ib);
+        }
+    }
+#else
+    /* built without an sm_90a image: the host should not have chosen this kernel; say so */
+    if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0)
+        gpu_error_flag(a.err, (unsigned)DSRT_GPU_ERR_NO_WGMMA);
+#endif
+}
+
 /* Merges the splits of k_mla_decode_tc: o = sum_s O_s e^(m_s - M) / sum_s l_s e^(m_s - M). The
  * split weights are computed once per (row, head) into shared memory, the (m, l) pairs loaded by the
  * first wave at once (one thread reading them one after another was ~6 us of a decode row's merge);
@@ -643,6 +937,14 @@ static bool tc_decode_ok(const dsrt_gpu_ctx *c, const dsrt_op *op, const dsrt_gp
     return true;
 }
 
+/* Whether k_mla_decode_wg takes an op tc_decode_ok accepted. DSRT_CUDA_MLA_MMA_SYNC=1 keeps the
+ * mma.sync kernel (the sm_80 path) on Hopper too. */
+static bool wg_decode_ok(const dsrt_gpu_ctx *c)
+{
+    if (getenv(DSRT_GPU_ENV("MLA_MMA_SYNC"))) return false;
+    return c->smem_optin >= MW_SMEM && gpu_use_wgmma(c, (const void *)k_mla_decode_wg);
+}
+
 extern "C" dsrt_status dsrt_gpu_mla_decode(const dsrt_gpu_ctx *c, const dsrt_op *op)
 {
     dsrt_gpu_tensor ql = dsrt_gpu_tensor_of(&op->in[0]), qp = dsrt_gpu_tensor_of(&op->in[1]),
@@ -675,11 +977,18 @@ extern "C" dsrt_status dsrt_gpu_mla_decode(const dsrt_gpu_ctx *c, const dsrt_op 
             DSRT_TRY(gpu_scratch(c, sizeof(float) * (size_t)(splits * T * Hh * MD_DC), (void **)&a.part_o));
             DSRT_TRY(gpu_scratch(c, sizeof(float2) * (size_t)(splits * T * Hh), (void **)&a.part_ml));
         }
-        size_t smem = op->p.format == DSRT_CACHE_FP8 ? MD_SMEM_FP8 : MD_SMEM_BF16;
-        DSRT_TRY(gpu_smem_limit(c, (const void *)k_mla_decode_tc, smem, "mla_decode"));
         dim3 grid((unsigned)T, (unsigned)groups, (unsigned)splits);
-        k_mla_decode_tc<<<grid, 256, smem, gpu_stream(c)>>>(a);
-        GPU_CHECK_LAUNCH("mla_decode", "k_mla_decode_tc");
+        a.err = c->err;
+        if (wg_decode_ok(c)) {
+            DSRT_TRY(gpu_smem_limit(c, (const void *)k_mla_decode_wg, MW_SMEM, "mla_decode"));
+            k_mla_decode_wg<<<grid, 256, MW_SMEM, gpu_stream(c)>>>(a);
+            GPU_CHECK_LAUNCH("mla_decode", "k_mla_decode_wg");
+        } else {
+            size_t smem = op->p.format == DSRT_CACHE_FP8 ? MD_SMEM_FP8 : MD_SMEM_BF16;
+            DSRT_TRY(gpu_smem_limit(c, (const void *)k_mla_decode_tc, smem, "mla_decode"));
+            k_mla_decode_tc<<<grid, 256, smem, gpu_stream(c)>>>(a);
+            GPU_CHECK_LAUNCH("mla_decode", "k_mla_decode_tc");
+        }
         if (splits > 1) {
             k_mla_combine<<<(unsigned)(T * Hh), 128, 0, gpu_stream(c)>>>(a.part_o, a.part_ml, (int)splits, T, Hh, o);
             GPU_CHECK_LAUNCH("mla_decode", "k_mla_combine");

@@ -53,6 +53,7 @@ extern "C" {
 /* Bits of the error word (kernels OR them in; the backend turns them into messages). */
 enum {
     DSRT_GPU_ERR_GROUP_OFFSETS = 1, /* linear_grouped: offsets not non-decreasing within 0..R */
+    DSRT_GPU_ERR_NO_WGMMA = 2,      /* a wgmma kernel ran from an image built without sm_90a */
 };
 
 /* How the FP8 block-scaled GEMM (linear with act_quant) is done. */

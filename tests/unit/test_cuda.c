@@ -869,6 +869,12 @@ START_TEST(t_mla_decode)
     decode_case("f32 q (plain cores, fp32 throughout)", 3, 8, 300, 0, DSRT_F32, DSRT_CACHE_FP8, NULL, 0);
     decode_case("bf16 q, plain cores (exact rounding points)", 2, 16, 500, 64, DSRT_BF16, DSRT_CACHE_FP8,
                 "MLA_SIMT", 0);
+    /* On Hopper the cases above run the wgmma kernel; these keep the mma.sync one (sm_80's) checked */
+    decode_case("mma.sync kernel: T=4 ctx<=1000, 128 heads", 4, 128, 1000, 0, DSRT_BF16, DSRT_CACHE_FP8,
+                "MLA_MMA_SYNC", 0);
+    decode_case("mma.sync kernel: DSA top-256, T=1 split", 1, 128, 3000, 256, DSRT_BF16, DSRT_CACHE_FP8,
+                "MLA_MMA_SYNC", 0);
+    decode_case("mma.sync kernel: bf16 cache", 3, 64, 700, 0, DSRT_BF16, DSRT_CACHE_PLAIN, "MLA_MMA_SYNC", 0);
 }
 END_TEST
 
