@@ -263,6 +263,50 @@ typedef struct tc_args {
 } tc_args;
 
 #ifdef DSRT_GPU_HAVE_MMA
+/* Slot of entry j of row t's positions (the split's end je excluded), -1 when there is none. */
+GPU_DEV int64_t md_entry_slot(const tc_args &a, int32_t seq, int64_t t, int64_t j, int64_t je, int64_t S)
+{
+    return j < je ? gpu_slot_of(a.bt, seq, a.pos ? a.pos[t * a.pos_k + j] : (int32_t)j, a.page, S) : -1;
+}
+
+/* A thread's share of the output of both tensor-core kernels: rows ha and hb (heads), 32 column pairs
+ * dw + 8i + 2cq, values v[4i] v[4i+1] (row ha) and v[4i+2] v[4i+3] (row hb). Split: the unnormalized
+ * partial row and, where write_ml, its (max, sum); else the row divided by its sum. */
+GPU_DEV void md_store_rows(const tc_args &a, const float *v, int sp, int64_t t, int64_t ha, int64_t hb, int dw, int cq,
+                           bool write_ml, float ma, float la, float mb, float lb)
+{
+    int64_t T = a.ql.shape[0], Hh = a.ql.shape[1];
+    if (a.part_o) {
+        float *po = a.part_o + (((int64_t)sp * T + t) * Hh) * MD_DC;
+#pragma unroll
+        for (int i = 0; i < 32; i++) {
+            int d = dw + i * 8 + 2 * cq;
+            if (ha < Hh) *(float2 *)(po + ha * MD_DC + d) = make_float2(v[4 * i], v[4 * i + 1]);
+            if (hb < Hh) *(float2 *)(po + hb * MD_DC + d) = make_float2(v[4 * i + 2], v[4 * i + 3]);
+        }
+        if (write_ml) {
+            if (ha < Hh) a.part_ml[((int64_t)sp * T + t) * Hh + ha] = make_float2(ma, la);
+            if (hb < Hh) a.part_ml[((int64_t)sp * T + t) * Hh + hb] = make_float2(mb, lb);
+        }
+        return;
+    }
+    float ia = la > 0 ? 1.0f / la : 0.0f, ib = lb > 0 ? 1.0f / lb : 0.0f;
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        int d = dw + i * 8 + 2 * cq;
+        if (ha < Hh) {
+            int64_t off = t * a.o.stride[0] + ha * a.o.stride[1] + d;
+            gpu_st(a.o.p, a.o.dtype, off, v[4 * i] * ia);
+            gpu_st(a.o.p, a.o.dtype, off + 1, v[4 * i + 1] * ia);
+        }
+        if (hb < Hh) {
+            int64_t off = t * a.o.stride[0] + hb * a.o.stride[1] + d;
+            gpu_st(a.o.p, a.o.dtype, off, v[4 * i + 2] * ib);
+            gpu_st(a.o.p, a.o.dtype, off + 1, v[4 * i + 3] * ib);
+        }
+    }
+}
+
 /* Issues the copies of tile rows into shared memory: FP8 rows into the staging area, bf16 rows
  * straight into the key tile. Missing rows are zero-filled. */
 GPU_DEV void md_issue_tile(const tc_args &a, const int64_t *slots, uint8_t *stage, uint16_t *Ks)
@@ -322,7 +366,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
     int64_t *slots = (int64_t *)(md_smem + MD_SMEM_Q + MD_SMEM_K + MD_SMEM_S);
     uint8_t *stage = md_smem + MD_SMEM_Q + MD_SMEM_K + MD_SMEM_S + 2 * MD_KEYS * 8;
 
-    int64_t T = a.ql.shape[0], Hh = a.ql.shape[1], S = a.cache.shape[0];
+    int64_t Hh = a.ql.shape[1], S = a.cache.shape[0];
     int64_t t = blockIdx.x, h0 = (int64_t)blockIdx.y * MD_HEADS;
     int sp = blockIdx.z;
     int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, cq = lane % 4;
@@ -360,11 +404,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
     int64_t ntiles = je > jb ? (je - jb + MD_KEYS - 1) / MD_KEYS : 0;
     bool fp8 = a.fmt == DSRT_CACHE_FP8;
     /* slots of tile 0 */
-    if (tid < MD_KEYS) {
-        int64_t j = jb + tid, slot = -1;
-        if (j < je) slot = gpu_slot_of(a.bt, seq, a.pos ? a.pos[t * a.pos_k + j] : (int32_t)j, a.page, S);
-        slots[tid] = slot;
-    }
+    if (tid < MD_KEYS) slots[tid] = md_entry_slot(a, seq, t, jb + tid, je, S);
     __syncthreads();
     if (ntiles > 0 && fp8) md_issue_tile(a, slots, stage, Ks);
     gpu_cp_async_commit();
@@ -380,12 +420,8 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
         gpu_cp_async_wait<0>();
         __syncthreads();
         if (fp8) md_dequant(stage, Ks);
-        if (tid < MD_KEYS) {
-            int64_t j = j0 + MD_KEYS + tid, slot = -1;
-            if (it + 1 < ntiles && j < je)
-                slot = gpu_slot_of(a.bt, seq, a.pos ? a.pos[t * a.pos_k + j] : (int32_t)j, a.page, S);
-            slots[nxt * MD_KEYS + tid] = slot;
-        }
+        if (tid < MD_KEYS)
+            slots[nxt * MD_KEYS + tid] = it + 1 < ntiles ? md_entry_slot(a, seq, t, j0 + MD_KEYS + tid, je, S) : -1;
         __syncthreads();
         if (fp8 && it + 1 < ntiles) md_issue_tile(a, slots + nxt * MD_KEYS, stage, Ks);
         gpu_cp_async_commit();
@@ -514,37 +550,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
     }
     gpu_cp_async_wait<0>();
 
-    float lg = l0, lg8 = l8;
-    int64_t ha = h0 + hw + g, hb = ha + 8;
-    if (a.part_o) {
-        float *po = a.part_o + (((int64_t)sp * T + t) * Hh) * MD_DC;
-#pragma unroll
-        for (int i = 0; i < 32; i++) {
-            int d = dw + i * 8 + 2 * cq;
-            if (ha < Hh) *(float2 *)(po + ha * MD_DC + d) = make_float2(acc[i][0], acc[i][1]);
-            if (hb < Hh) *(float2 *)(po + hb * MD_DC + d) = make_float2(acc[i][2], acc[i][3]);
-        }
-        if (warp < 4 && cq == 0) {
-            if (ha < Hh) a.part_ml[((int64_t)sp * T + t) * Hh + ha] = make_float2(m0, l0);
-            if (hb < Hh) a.part_ml[((int64_t)sp * T + t) * Hh + hb] = make_float2(m8, l8);
-        }
-        return;
-    }
-    float ia = lg > 0 ? 1.0f / lg : 0.0f, ib = lg8 > 0 ? 1.0f / lg8 : 0.0f;
-#pragma unroll
-    for (int i = 0; i < 32; i++) {
-        int d = dw + i * 8 + 2 * cq;
-        if (ha < Hh) {
-            int64_t off = t * a.o.stride[0] + ha * a.o.stride[1] + d;
-            gpu_st(a.o.p, a.o.dtype, off, acc[i][0] * ia);
-            gpu_st(a.o.p, a.o.dtype, off + 1, acc[i][1] * ia);
-        }
-        if (hb < Hh) {
-            int64_t off = t * a.o.stride[0] + hb * a.o.stride[1] + d;
-            gpu_st(a.o.p, a.o.dtype, off, acc[i][2] * ib);
-            gpu_st(a.o.p, a.o.dtype, off + 1, acc[i][3] * ib);
-        }
-    }
+    md_store_rows(a, &acc[0][0], sp, t, h0 + hw + g, h0 + hw + g + 8, dw, cq, warp < 4 && cq == 0, m0, l0, m8, l8);
 #endif
 }
 
@@ -625,7 +631,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
     int64_t *slots = (int64_t *)(stage + MD_SMEM_STAGE);
     float *red = (float *)(slots + 2 * MD_KEYS);
 
-    int64_t T = a.ql.shape[0], Hh = a.ql.shape[1], S = a.cache.shape[0];
+    int64_t Hh = a.ql.shape[1], S = a.cache.shape[0];
     int64_t t = blockIdx.x, h0 = (int64_t)blockIdx.y * MD_HEADS;
     int sp = blockIdx.z;
     int tid = threadIdx.x, wg = tid / 128, warp = tid / 32, lane = tid % 32, g = lane / 4, cq = lane % 4;
@@ -660,11 +666,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
 
     int64_t ntiles = je > jb ? (je - jb + MD_KEYS - 1) / MD_KEYS : 0;
     bool fp8 = a.fmt == DSRT_CACHE_FP8;
-    if (tid < MD_KEYS) {
-        int64_t j = jb + tid, slot = -1;
-        if (j < je) slot = gpu_slot_of(a.bt, seq, a.pos ? a.pos[t * a.pos_k + j] : (int32_t)j, a.page, S);
-        slots[tid] = slot;
-    }
+    if (tid < MD_KEYS) slots[tid] = md_entry_slot(a, seq, t, jb + tid, je, S);
     __syncthreads();
     if (ntiles > 0 && fp8) mw_issue_tile(a, slots, stage, Ks);
     gpu_cp_async_commit();
@@ -686,12 +688,8 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
         gpu_cp_async_wait<0>();
         __syncthreads();
         if (fp8) mw_dequant(stage, Ks);
-        if (tid < MD_KEYS) {
-            int64_t j = j0 + MD_KEYS + tid, slot = -1;
-            if (it + 1 < ntiles && j < je)
-                slot = gpu_slot_of(a.bt, seq, a.pos ? a.pos[t * a.pos_k + j] : (int32_t)j, a.page, S);
-            slots[nxt * MD_KEYS + tid] = slot;
-        }
+        if (tid < MD_KEYS)
+            slots[nxt * MD_KEYS + tid] = it + 1 < ntiles ? md_entry_slot(a, seq, t, j0 + MD_KEYS + tid, je, S) : -1;
         gpu_fence_proxy_async();
         __syncthreads();
         if (fp8 && it + 1 < ntiles) mw_issue_tile(a, slots + nxt * MD_KEYS, stage, Ks);
@@ -802,37 +800,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
     __syncthreads();
     l0 = red[128 + r0] + red[192 + r0];
     l1 = red[128 + r1] + red[192 + r1];
-    int64_t ha = h0 + r0, hb = h0 + r1;
-    int dw = wg * 256;
-    if (a.part_o) {
-        float *po = a.part_o + (((int64_t)sp * T + t) * Hh) * MD_DC;
-#pragma unroll
-        for (int j = 0; j < 32; j++) {
-            int d = dw + j * 8 + 2 * cq;
-            if (ha < Hh) *(float2 *)(po + ha * MD_DC + d) = make_float2(o[4 * j], o[4 * j + 1]);
-            if (hb < Hh) *(float2 *)(po + hb * MD_DC + d) = make_float2(o[4 * j + 2], o[4 * j + 3]);
-        }
-        if (wg == 0 && cq == 0) {
-            if (ha < Hh) a.part_ml[((int64_t)sp * T + t) * Hh + ha] = make_float2(m0, l0);
-            if (hb < Hh) a.part_ml[((int64_t)sp * T + t) * Hh + hb] = make_float2(m1, l1);
-        }
-        return;
-    }
-    float ia = l0 > 0 ? 1.0f / l0 : 0.0f, ib = l1 > 0 ? 1.0f / l1 : 0.0f;
-#pragma unroll
-    for (int j = 0; j < 32; j++) {
-        int d = dw + j * 8 + 2 * cq;
-        if (ha < Hh) {
-            int64_t off = t * a.o.stride[0] + ha * a.o.stride[1] + d;
-            gpu_st(a.o.p, a.o.dtype, off, o[4 * j] * ia);
-            gpu_st(a.o.p, a.o.dtype, off + 1, o[4 * j + 1] * ia);
-        }
-        if (hb < Hh) {
-            int64_t off = t * a.o.stride[0] + hb * a.o.stride[1] + d;
-            gpu_st(a.o.p, a.o.dtype, off, o[4 * j + 2] * ib);
-            gpu_st(a.o.p, a.o.dtype, off + 1, o[4 * j + 3] * ib);
-        }
-    }
+    md_store_rows(a, o, sp, t, h0 + r0, h0 + r1, wg * 256, cq, wg == 0 && cq == 0, m0, l0, m1, l1);
 #else
     /* built without an sm_90a image: the host should not have chosen this kernel; say so */
     if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0)
