@@ -1,7 +1,9 @@
 /* GPU kernels for MLA attention: the expanded form (prefill) and the absorbed form over the paged
  * latent cache (decode), dense or over DSA's selected positions.
  *
- * Two implementations of decode:
+ * Three implementations of decode:
+ *  - k_mla_decode_wg (CUDA sm_90a image on a 9.0 device; otherwise as k_mla_decode_tc): the same
+ *    blocks and tiles with the products on wgmma, operands in swizzled shared memory (below).
  *  - k_mla_decode_tc (CUDA sm_80+, bf16 q, FP8 or bf16 cache, Dc 512 / Dr 64): one block per (query
  *    row, 64 heads, split of the positions), tiles of 64 cached rows dequantized into shared memory,
  *    Q.K^T and P.V on bf16 tensor cores (mma.sync m16n8k16), online softmax across tiles, splits
