@@ -358,6 +358,7 @@ static dsrt_status dsrt_cuda_device_open(void *bctx, int index, void **dctx)
         fprintf(stderr, "dsrt hip:%d: %s\n", index, d->blas ? "float GEMMs through rocBLAS" : d->blas_note);
 #else
     d->use_mma = d->cc_major >= 8 && !getenv("DSRT_CUDA_NO_MMA");
+    d->use_wgmma = d->use_mma && d->cc_major == 9 && d->cc_minor == 0 && dsrt_gpu_wgmma_image();
     /* Hopper's programmatic dependent launch: the decode GEMVs start streaming weights while the
      * kernels before them finish (gpu_launch_early). DSRT_CUDA_NO_PDL=1 turns it off. */
     d->early_launch = d->cc_major >= 9 && !getenv("DSRT_CUDA_NO_PDL");
@@ -591,6 +592,7 @@ void dsrt_cuda_ctx(dsrt_cuda_stream *s, dsrt_gpu_ctx *c)
     c->smem_optin = s->dev->smem_optin;
     c->warp_size = s->dev->warp_size;
     c->use_mma = s->dev->use_mma;
+    c->use_wgmma = s->dev->use_wgmma;
     c->early_launch = s->dev->early_launch;
     c->err = s->dev->err_dev;
     c->scratch = dsrt_cuda_scratch;

@@ -66,6 +66,7 @@ typedef struct dsrt_cuda_device {
     char lt_fp8_note[400];
     dsrt_cuda_lt_variant lt_variant;
     bool use_mma;
+    bool use_wgmma;    /* Hopper's wgmma kernels: a 9.0 device, an sm_90a image, use_mma */
     bool early_launch; /* programmatic dependent launch (sm_90+, not DSRT_CUDA_NO_PDL) */
     struct dsrt_hip_rocblas *blas; /* HIP: rocBLAS when loaded (hip_rocblas.h), else NULL */
     char blas_note[200];           /* HIP: why rocBLAS is not used */

@@ -250,6 +250,13 @@ static __global__ void k_mla_decode_simt(dec_args a)
 #define MD_SMEM_STAGE (MD_KEYS * MD_FP8_ROW)
 #define MD_SMEM_FP8 (MD_SMEM_Q + MD_SMEM_K + MD_SMEM_S + MD_SMEM_STAGE + 2 * MD_KEYS * 8)
 #define MD_SMEM_BF16 (MD_SMEM_Q + MD_SMEM_K + MD_SMEM_S + 2 * MD_KEYS * 8)
+/* the wgmma kernel (k_mla_decode_wg): operand tiles in 64-column swizzled slices */
+#define MW_SLICE 8192 /* 64 rows x 64 bf16, swizzled */
+#define MW_SMEM_Q (9 * MW_SLICE)
+#define MW_SMEM_K (9 * MW_SLICE)
+#define MW_SMEM_P MW_SLICE
+#define MW_SMEM_RED (2 * 2 * 64 * 4) /* row maxima, then row sums, per warpgroup */
+#define MW_SMEM (1024 + MW_SMEM_Q + MW_SMEM_K + MW_SMEM_P + MD_SMEM_STAGE + 2 * MD_KEYS * 8 + MW_SMEM_RED)
 
 typedef struct tc_args {
     dsrt_gpu_tensor ql, qp, cache, bt, row_seq, kv_len, o;
@@ -309,38 +316,64 @@ GPU_DEV void md_store_rows(const tc_args &a, const float *v, int sp, int64_t t, 
     }
 }
 
-/* Issues the copies of tile rows into shared memory: FP8 rows into the staging area, bf16 rows
- * straight into the key tile. Missing rows are zero-filled. */
-GPU_DEV void md_issue_tile(const tc_args &a, const int64_t *slots, uint8_t *stage, uint16_t *Ks)
+/* Byte offset of 16-byte chunk ch (bf16 columns 8ch..8ch+7, 0..71) of row r of a 64-row operand
+ * tile: padded rows for ldmatrix (the mma.sync kernel) or 64-column swizzled slices (SW, wgmma). */
+template <bool SW> GPU_DEV uint32_t md_chunk(int r, int ch)
 {
-    int tid = threadIdx.x;
+    return SW ? (uint32_t)((ch / 8) * MW_SLICE) + gpu_swz128(r, ch % 8) : (uint32_t)(r * MD_PITCH * 2 + ch * 16);
+}
+
+/* Q rows (latent then rope) of head group h0 into Qs; missing heads are zero. Copied asynchronously
+ * (its own group, waited for with tile 0): loaded through registers, the 18 loads a thread makes
+ * ran one after another and were most of a batch-1 block's time. */
+template <bool SW> GPU_DEV void md_load_q(const tc_args &a, uint8_t *Qs, int64_t t, int64_t h0)
+{
+    int64_t Hh = a.ql.shape[1];
+    for (int id = threadIdx.x; id < MD_HEADS * 72; id += blockDim.x) {
+        int r = id / 72, ch = id % 72;
+        int64_t h = h0 + r;
+        const uint16_t *src = ch < 64 ? (const uint16_t *)a.ql.p + t * a.ql.stride[0] + (h < Hh ? h : 0) * a.ql.stride[1] + ch * 8
+                                      : (const uint16_t *)a.qp.p + t * a.qp.stride[0] + (h < Hh ? h : 0) * a.qp.stride[1] + (ch - 64) * 8;
+        uint8_t *dst = Qs + md_chunk<SW>(r, ch);
+        if (a.q_async) {
+            gpu_cp_async16(dst, src, h < Hh ? 16 : 0);
+        } else {
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (h < Hh) v = *(const uint4 *)src;
+            *(uint4 *)dst = v;
+        }
+    }
+    gpu_cp_async_commit();
+}
+
+/* Issues the copies of a tile's rows into shared memory: FP8 rows into the staging area, bf16 rows
+ * straight into the key tile; missing rows zero-filled. Four threads a row (256 threads), so the
+ * row's slot is read once. */
+template <bool SW> GPU_DEV void md_issue_tile(const tc_args &a, const int64_t *slots, uint8_t *stage, uint8_t *Ks)
+{
+    int tid = threadIdx.x, r = tid / 4;
+    int64_t slot = slots[r];
     const uint8_t *base = (const uint8_t *)a.cache.p;
     if (a.fmt == DSRT_CACHE_FP8) {
-        for (int id = tid; id < MD_KEYS * 41; id += blockDim.x) {
-            int r = id / 41, ch = id % 41;
-            int64_t slot = slots[r];
-            const uint8_t *src = base + (slot >= 0 ? slot : 0) * a.cache.stride[0] + ch * 16;
-            gpu_cp_async16(stage + r * MD_FP8_ROW + ch * 16, src, slot >= 0 ? 16 : 0);
-        }
+        const uint8_t *src = base + (slot >= 0 ? slot : 0) * a.cache.stride[0];
+        for (int ch = tid % 4; ch < 41; ch += 4)
+            gpu_cp_async16(stage + r * MD_FP8_ROW + ch * 16, src + ch * 16, slot >= 0 ? 16 : 0);
     } else {
-        for (int id = tid; id < MD_KEYS * 72; id += blockDim.x) {
-            int r = id / 72, ch = id % 72;
-            int64_t slot = slots[r];
-            const uint8_t *src = base + ((slot >= 0 ? slot : 0) * a.cache.stride[0]) * 2 + ch * 16;
-            gpu_cp_async16(Ks + r * MD_PITCH + ch * 8, src, slot >= 0 ? 16 : 0);
-        }
+        const uint8_t *src = base + ((slot >= 0 ? slot : 0) * a.cache.stride[0]) * 2;
+        for (int ch = tid % 4; ch < 72; ch += 4) gpu_cp_async16(Ks + md_chunk<SW>(r, ch), src + ch * 16, slot >= 0 ? 16 : 0);
     }
 }
 
-/* FP8 staging -> bf16 key tile: latent = e4m3 * scale (exact for power-of-two scales), rope copied. */
-GPU_DEV void md_dequant(const uint8_t *stage, uint16_t *Ks)
+/* FP8 staging -> bf16 key tile: latent = e4m3 * scale (exact for power-of-two scales), rope copied.
+ * A thread keeps one group of 8 columns (gi) and takes every fourth row: the column math is done once. */
+template <bool SW> GPU_DEV void md_dequant(const uint8_t *stage, uint8_t *Ks)
 {
-    int tid = threadIdx.x;
-    for (int id = tid; id < MD_KEYS * 64; id += blockDim.x) {
-        int r = id / 64, gi = id % 64;
-        const uint8_t *row = stage + r * MD_FP8_ROW;
-        uint2 raw = *(const uint2 *)(row + gi * 8);
-        float s = *(const float *)(row + MD_DC + 4 * (gi / 16));
+    int tid = threadIdx.x, gi = tid % 64;
+    const uint8_t *col = stage + gi * 8, *scl = stage + MD_DC + 4 * (gi / 16);
+#pragma unroll 4
+    for (int r = tid / 64; r < MD_KEYS; r += 4) {
+        uint2 raw = *(const uint2 *)(col + r * MD_FP8_ROW);
+        float s = *(const float *)(scl + r * MD_FP8_ROW);
         float f[8];
         gpu_e4m3x4_scaled(raw.x, s, f);
         gpu_e4m3x4_scaled(raw.y, s, f + 4);
@@ -349,12 +382,50 @@ GPU_DEV void md_dequant(const uint8_t *stage, uint16_t *Ks)
         o.y = gpu_pack_bf16x2(f[2], f[3]);
         o.z = gpu_pack_bf16x2(f[4], f[5]);
         o.w = gpu_pack_bf16x2(f[6], f[7]);
-        *(uint4 *)(Ks + r * MD_PITCH + gi * 8) = o;
+        *(uint4 *)(Ks + md_chunk<SW>(r, gi)) = o;
     }
     for (int id = tid; id < MD_KEYS * 8; id += blockDim.x) {
         int r = id / 8, ci = id % 8;
-        *(uint4 *)(Ks + r * MD_PITCH + MD_DC + ci * 8) = *(const uint4 *)(stage + r * MD_FP8_ROW + MD_DC + 16 + ci * 16);
+        *(uint4 *)(Ks + md_chunk<SW>(r, 64 + ci)) = *(const uint4 *)(stage + r * MD_FP8_ROW + MD_DC + 16 + ci * 16);
     }
+}
+
+/* Slots of tile 0, its FP8 rows staged. */
+template <bool SW>
+GPU_DEV void md_tiles_start(const tc_args &a, int64_t *slots, uint8_t *stage, uint8_t *Ks, int64_t ntiles, int32_t seq,
+                            int64_t t, int64_t jb, int64_t je, int64_t S)
+{
+    if (threadIdx.x < MD_KEYS) slots[threadIdx.x] = md_entry_slot(a, seq, t, jb + threadIdx.x, je, S);
+    __syncthreads();
+    if (ntiles > 0 && a.fmt == DSRT_CACHE_FP8) md_issue_tile<SW>(a, slots, stage, Ks);
+    gpu_cp_async_commit();
+}
+
+/* Start of tile `it` (slots + (it % 2) * MD_KEYS): its rows in the key tile (bf16 copied now, FP8
+ * staged by the step before and dequantized here), the next tile's slots, and the next FP8 rows
+ * staged behind this tile's products. Ends with the tile visible to every thread, and to the tensor
+ * cores' async proxy when SW. */
+template <bool SW>
+GPU_DEV void md_tile_begin(const tc_args &a, int64_t *slots, uint8_t *stage, uint8_t *Ks, int64_t it, int64_t ntiles,
+                           int32_t seq, int64_t t, int64_t jb, int64_t je, int64_t S)
+{
+    int cur = (int)(it & 1), nxt = cur ^ 1;
+    bool fp8 = a.fmt == DSRT_CACHE_FP8, more = it + 1 < ntiles;
+    if (!fp8) {
+        md_issue_tile<SW>(a, slots + cur * MD_KEYS, stage, Ks);
+        gpu_cp_async_commit();
+    }
+    gpu_cp_async_wait<0>();
+    __syncthreads();
+    if (fp8) md_dequant<SW>(stage, Ks);
+    if (threadIdx.x < MD_KEYS)
+        slots[nxt * MD_KEYS + threadIdx.x] = more ? md_entry_slot(a, seq, t, jb + (it + 1) * MD_KEYS + threadIdx.x, je, S) : -1;
+#ifdef DSRT_GPU_HAVE_WGMMA
+    if (SW) gpu_fence_proxy_async();
+#endif
+    __syncthreads();
+    if (fp8 && more) md_issue_tile<SW>(a, slots + nxt * MD_KEYS, stage, Ks);
+    gpu_cp_async_commit();
 }
 #endif
 
@@ -379,23 +450,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
     int64_t n = a.pos ? a.cnt[t] : (len > 0 ? len : 0);
     int64_t jb = (int64_t)sp * a.chunk, je = jb + a.chunk < n ? jb + a.chunk : n;
 
-    /* Q rows (latent then rope) for this head group; missing heads are zero. Copied asynchronously
-     * (its own group, waited for with tile 0): loaded through registers, the 18 loads a thread makes
-     * ran one after another and were most of a batch-1 block's time. */
-    for (int id = tid; id < MD_HEADS * 72; id += blockDim.x) {
-        int r = id / 72, ch = id % 72;
-        int64_t h = h0 + r;
-        const uint16_t *src = ch < 64 ? (const uint16_t *)a.ql.p + t * a.ql.stride[0] + (h < Hh ? h : 0) * a.ql.stride[1] + ch * 8
-                                      : (const uint16_t *)a.qp.p + t * a.qp.stride[0] + (h < Hh ? h : 0) * a.qp.stride[1] + (ch - 64) * 8;
-        if (a.q_async) {
-            gpu_cp_async16(Qs + r * MD_PITCH + ch * 8, src, h < Hh ? 16 : 0);
-        } else {
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (h < Hh) v = *(const uint4 *)src;
-            *(uint4 *)(Qs + r * MD_PITCH + ch * 8) = v;
-        }
-    }
-    gpu_cp_async_commit();
+    md_load_q<false>(a, (uint8_t *)Qs, t, h0);
 
     float acc[32][4];
 #pragma unroll
@@ -404,29 +459,11 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
     float m0 = NEG_INF, l0 = 0, m8 = NEG_INF, l8 = 0;
 
     int64_t ntiles = je > jb ? (je - jb + MD_KEYS - 1) / MD_KEYS : 0;
-    bool fp8 = a.fmt == DSRT_CACHE_FP8;
-    /* slots of tile 0 */
-    if (tid < MD_KEYS) slots[tid] = md_entry_slot(a, seq, t, jb + tid, je, S);
-    __syncthreads();
-    if (ntiles > 0 && fp8) md_issue_tile(a, slots, stage, Ks);
-    gpu_cp_async_commit();
+    md_tiles_start<false>(a, slots, stage, (uint8_t *)Ks, ntiles, seq, t, jb, je, S);
 
     for (int64_t it = 0; it < ntiles; it++) {
-        int cur = (int)(it & 1), nxt = cur ^ 1;
-        int64_t j0 = jb + it * MD_KEYS;
-        int64_t *sl = slots + cur * MD_KEYS;
-        if (!fp8) {
-            md_issue_tile(a, sl, stage, Ks);
-            gpu_cp_async_commit();
-        }
-        gpu_cp_async_wait<0>();
-        __syncthreads();
-        if (fp8) md_dequant(stage, Ks);
-        if (tid < MD_KEYS)
-            slots[nxt * MD_KEYS + tid] = it + 1 < ntiles ? md_entry_slot(a, seq, t, j0 + MD_KEYS + tid, je, S) : -1;
-        __syncthreads();
-        if (fp8 && it + 1 < ntiles) md_issue_tile(a, slots + nxt * MD_KEYS, stage, Ks);
-        gpu_cp_async_commit();
+        const int64_t *sl = slots + (it & 1) * MD_KEYS;
+        md_tile_begin<false>(a, slots, stage, (uint8_t *)Ks, it, ntiles, seq, t, jb, je, S);
 
         /* S = Q K^T for heads hw..+16, keys kw..+32: latent and rope parts apart */
         float sl_lat[4][4], sl_pe[4][4];
@@ -566,62 +603,6 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
  * all 64 keys, reading V straight from the key tile (the trans flag: the tile is N-major for it).
  * Q, the key tile and P are stored swizzled (gpu_wgmma.cuh). Rounding points are those of the
  * mma.sync kernel. */
-#define MW_SLICE 8192 /* 64 rows x 64 bf16, swizzled */
-#define MW_SMEM_Q (9 * MW_SLICE)
-#define MW_SMEM_K (9 * MW_SLICE)
-#define MW_SMEM_P MW_SLICE
-#define MW_SMEM_RED (2 * 2 * 64 * 4) /* row maxima, then row sums, per warpgroup */
-#define MW_SMEM (1024 + MW_SMEM_Q + MW_SMEM_K + MW_SMEM_P + MD_SMEM_STAGE + 2 * MD_KEYS * 8 + MW_SMEM_RED)
-
-#ifdef DSRT_GPU_HAVE_WGMMA
-/* Row copies of a tile: FP8 rows into the staging area, bf16 rows straight into the swizzled tile. */
-GPU_DEV void mw_issue_tile(const tc_args &a, const int64_t *slots, uint8_t *stage, uint8_t *Ks)
-{
-    int tid = threadIdx.x;
-    const uint8_t *base = (const uint8_t *)a.cache.p;
-    if (a.fmt == DSRT_CACHE_FP8) {
-        /* four threads a row, chunks 16 bytes apart: the row's slot is read once */
-        int r = tid / 4;
-        int64_t slot = slots[r];
-        const uint8_t *src = base + (slot >= 0 ? slot : 0) * a.cache.stride[0];
-        for (int ch = tid % 4; ch < 41; ch += 4)
-            gpu_cp_async16(stage + r * MD_FP8_ROW + ch * 16, src + ch * 16, slot >= 0 ? 16 : 0);
-    } else {
-        int r = tid / 4;
-        int64_t slot = slots[r];
-        const uint8_t *src = base + ((slot >= 0 ? slot : 0) * a.cache.stride[0]) * 2;
-        for (int ch = tid % 4; ch < 72; ch += 4)
-            gpu_cp_async16(Ks + (ch / 8) * MW_SLICE + gpu_swz128(r, ch % 8), src + ch * 16, slot >= 0 ? 16 : 0);
-    }
-}
-
-/* FP8 staging -> swizzled bf16 tile (latent scaled, exact for power-of-two scales; rope copied). */
-GPU_DEV void mw_dequant(const uint8_t *stage, uint8_t *Ks)
-{
-    /* a thread keeps one group of 8 columns (gi) and takes every fourth row: the column math is done once */
-    int tid = threadIdx.x, gi = tid % 64;
-    const uint8_t *col = stage + gi * 8, *scl = stage + MD_DC + 4 * (gi / 16);
-    uint8_t *dst = Ks + (gi / 8) * MW_SLICE;
-#pragma unroll 4
-    for (int r = tid / 64; r < MD_KEYS; r += 4) {
-        uint2 raw = *(const uint2 *)(col + r * MD_FP8_ROW);
-        float s = *(const float *)(scl + r * MD_FP8_ROW);
-        float f[8];
-        gpu_e4m3x4_scaled(raw.x, s, f);
-        gpu_e4m3x4_scaled(raw.y, s, f + 4);
-        uint4 o;
-        o.x = gpu_pack_bf16x2(f[0], f[1]);
-        o.y = gpu_pack_bf16x2(f[2], f[3]);
-        o.z = gpu_pack_bf16x2(f[4], f[5]);
-        o.w = gpu_pack_bf16x2(f[6], f[7]);
-        *(uint4 *)(dst + gpu_swz128(r, gi % 8)) = o;
-    }
-    for (int id = tid; id < MD_KEYS * 8; id += 256) {
-        int r = id / 8, ci = id % 8;
-        *(uint4 *)(Ks + 8 * MW_SLICE + gpu_swz128(r, ci)) = *(const uint4 *)(stage + r * MD_FP8_ROW + MD_DC + 16 + ci * 16);
-    }
-}
-#endif
 
 static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
 {
@@ -644,22 +625,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
     int64_t n = a.pos ? a.cnt[t] : (len > 0 ? len : 0);
     int64_t jb = (int64_t)sp * a.chunk, je = jb + a.chunk < n ? jb + a.chunk : n;
 
-    /* Q rows (latent then rope), swizzled; missing heads are zero */
-    for (int id = tid; id < MD_HEADS * 72; id += 256) {
-        int r = id / 72, ch = id % 72;
-        int64_t h = h0 + r;
-        const uint16_t *src = ch < 64 ? (const uint16_t *)a.ql.p + t * a.ql.stride[0] + (h < Hh ? h : 0) * a.ql.stride[1] + ch * 8
-                                      : (const uint16_t *)a.qp.p + t * a.qp.stride[0] + (h < Hh ? h : 0) * a.qp.stride[1] + (ch - 64) * 8;
-        uint8_t *dst = Qs + (ch / 8) * MW_SLICE + gpu_swz128(r, ch % 8);
-        if (a.q_async) {
-            gpu_cp_async16(dst, src, h < Hh ? 16 : 0);
-        } else {
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (h < Hh) v = *(const uint4 *)src;
-            *(uint4 *)dst = v;
-        }
-    }
-    gpu_cp_async_commit();
+    md_load_q<true>(a, Qs, t, h0);
 
     float o[128];
 #pragma unroll
@@ -667,11 +633,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
     float m0 = NEG_INF, l0 = 0, m1 = NEG_INF, l1 = 0; /* rows r0, r1; l over this warpgroup's keys */
 
     int64_t ntiles = je > jb ? (je - jb + MD_KEYS - 1) / MD_KEYS : 0;
-    bool fp8 = a.fmt == DSRT_CACHE_FP8;
-    if (tid < MD_KEYS) slots[tid] = md_entry_slot(a, seq, t, jb + tid, je, S);
-    __syncthreads();
-    if (ntiles > 0 && fp8) mw_issue_tile(a, slots, stage, Ks);
-    gpu_cp_async_commit();
+    md_tiles_start<true>(a, slots, stage, Ks, ntiles, seq, t, jb, je, S);
 
     /* Descriptors of each product's first operand block; the others add their offset (in 16-byte
      * units) to the address field, which cannot carry out of it below 256 KiB. */
@@ -680,22 +642,8 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
                    dp = gpu_wgmma_desc(gpu_smem_addr(Ps), 16, 1024),
                    dv = gpu_wgmma_desc(ka + 4 * wg * MW_SLICE, MW_SLICE, 1024);
     for (int64_t it = 0; it < ntiles; it++) {
-        int cur = (int)(it & 1), nxt = cur ^ 1;
-        int64_t j0 = jb + it * MD_KEYS;
-        const int64_t *sl = slots + cur * MD_KEYS;
-        if (!fp8) {
-            mw_issue_tile(a, sl, stage, Ks);
-            gpu_cp_async_commit();
-        }
-        gpu_cp_async_wait<0>();
-        __syncthreads();
-        if (fp8) mw_dequant(stage, Ks);
-        if (tid < MD_KEYS)
-            slots[nxt * MD_KEYS + tid] = it + 1 < ntiles ? md_entry_slot(a, seq, t, j0 + MD_KEYS + tid, je, S) : -1;
-        gpu_fence_proxy_async();
-        __syncthreads();
-        if (fp8 && it + 1 < ntiles) mw_issue_tile(a, slots + nxt * MD_KEYS, stage, Ks);
-        gpu_cp_async_commit();
+        const int64_t *sl = slots + (it & 1) * MD_KEYS;
+        md_tile_begin<true>(a, slots, stage, Ks, it, ntiles, seq, t, jb, je, S);
 
         /* S = Q K^T for all heads, keys 32wg..+32: latent and rope parts apart */
         float s_lat[16], s_pe[16];
@@ -912,7 +860,21 @@ static bool tc_decode_ok(const dsrt_gpu_ctx *c, const dsrt_op *op, const dsrt_gp
 static bool wg_decode_ok(const dsrt_gpu_ctx *c)
 {
     if (getenv(DSRT_GPU_ENV("MLA_MMA_SYNC"))) return false;
-    return c->smem_optin >= MW_SMEM && gpu_use_wgmma(c, (const void *)k_mla_decode_wg);
+    return c->smem_optin >= MW_SMEM && gpu_use_wgmma(c);
+}
+
+extern "C" bool dsrt_gpu_wgmma_image(void)
+{
+#ifdef DSRT_GPU_HIP
+    return false;
+#else
+    struct cudaFuncAttributes fa;
+    if (cudaFuncGetAttributes(&fa, (const void *)k_mla_decode_wg) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    return fa.ptxVersion >= 90; /* compute_90a; older PTX JIT-compiled for the device reports its own version */
+#endif
 }
 
 extern "C" dsrt_status dsrt_gpu_mla_decode(const dsrt_gpu_ctx *c, const dsrt_op *op)

@@ -131,23 +131,15 @@ static inline bool gpu_use_mma(const dsrt_gpu_ctx *c)
 #endif
 }
 
-/* Whether a wgmma (sm_90a) kernel may be chosen: a Hopper device (compute capability 9.0, where an
- * sm_90a image loads) and an image of `fn` compiled for it, not JIT-compiled from older PTX. A build
+/* Whether a wgmma (sm_90a) kernel may be chosen: decided when the device opened (use_wgmma). A build
  * whose 9.0 image lacks the sm_90a features compiles such kernels to an error report instead. */
-static inline bool gpu_use_wgmma(const dsrt_gpu_ctx *c, const void *fn)
+static inline bool gpu_use_wgmma(const dsrt_gpu_ctx *c)
 {
 #ifdef DSRT_GPU_HIP
     (void)c;
-    (void)fn;
     return false;
 #else
-    if (!c->use_mma || c->cc_major != 9 || c->cc_minor != 0) return false;
-    struct cudaFuncAttributes fa;
-    if (cudaFuncGetAttributes(&fa, fn) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return false;
-    }
-    return fa.ptxVersion >= 90;
+    return c->use_wgmma;
 #endif
 }
 

@@ -33,6 +33,7 @@ extern "C" {
 #define dsrt_gpu_cache_write dsrt_gpu_hip_cache_write
 #define dsrt_gpu_mla_prefill dsrt_gpu_hip_mla_prefill
 #define dsrt_gpu_mla_decode dsrt_gpu_hip_mla_decode
+#define dsrt_gpu_wgmma_image dsrt_gpu_hip_wgmma_image
 #define dsrt_gpu_indexer_scores dsrt_gpu_hip_indexer_scores
 #define dsrt_gpu_topk dsrt_gpu_hip_topk
 #define dsrt_gpu_moe_gate dsrt_gpu_hip_moe_gate
@@ -73,6 +74,7 @@ typedef struct dsrt_gpu_ctx {
     int smem_optin;     /* largest dynamic shared memory a block may ask for, bytes */
     int warp_size;
     bool use_mma;       /* tensor-core paths allowed (CUDA, sm_80+) */
+    bool use_wgmma;     /* wgmma paths allowed (CUDA, a 9.0 device and an sm_90a image: dsrt_gpu_wgmma_image) */
     bool early_launch;  /* programmatic dependent launch (CUDA, sm_90+): see gpu_launch_early */
     /* The op's weight (in[1] and its scales) is not the output of any op whose kernels may still run
      * when an early-launched kernel of this op starts: such a kernel may read it before waiting. */
@@ -98,6 +100,10 @@ typedef struct dsrt_gpu_tensor {
 } dsrt_gpu_tensor;
 
 dsrt_gpu_tensor dsrt_gpu_tensor_of(const dsrt_tensor *t);
+
+/* Whether the wgmma kernels' image for the current device is sm_90a code (not JIT-compiled from
+ * older PTX); asked once when a device opens. Always false in the HIP build. */
+bool dsrt_gpu_wgmma_image(void);
 
 /* Launchers, one per op (the op was validated by the HAL). */
 dsrt_status dsrt_gpu_convert(const dsrt_gpu_ctx *c, const dsrt_op *op);
