@@ -316,6 +316,29 @@ GPU_DEV void md_store_rows(const tc_args &a, const float *v, int sp, int64_t t, 
     }
 }
 
+/* End of a tile's online-softmax step for a thread's rows a and b (both tensor-core kernels): the
+ * quad's p sums added up, the row sums rescaled and extended, the new maxima kept, and the output
+ * fragment (v[4i], v[4i+1] row a; v[4i+2], v[4i+3] row b) rescaled. */
+GPU_DEV void md_softmax_advance(float *v, float sa, float sb, float fa, float fb, float na, float nb, float &la,
+                                float &lb, float &ma, float &mb)
+{
+    sa += gpu_shfl_xor(sa, 1);
+    sa += gpu_shfl_xor(sa, 2);
+    sb += gpu_shfl_xor(sb, 1);
+    sb += gpu_shfl_xor(sb, 2);
+    la = la * fa + sa;
+    lb = lb * fb + sb;
+    ma = na;
+    mb = nb;
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        v[4 * i] *= fa;
+        v[4 * i + 1] *= fa;
+        v[4 * i + 2] *= fb;
+        v[4 * i + 3] *= fb;
+    }
+}
+
 /* Byte offset of 16-byte chunk ch (bf16 columns 8ch..8ch+7, 0..71) of row r of a 64-row operand
  * tile: padded rows for ldmatrix (the mma.sync kernel) or 64-column swizzled slices (SW, wgmma). */
 template <bool SW> GPU_DEV uint32_t md_chunk(int r, int ch)
@@ -567,21 +590,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
                 pf[ks][2] = gpu_pack_bf16x2(p[1][0], p[1][1]); /* row g, keys 2cq+8.. */
                 pf[ks][3] = gpu_pack_bf16x2(p[1][2], p[1][3]); /* row g+8, keys 2cq+8.. */
             }
-            sum0 += gpu_shfl_xor(sum0, 1);
-            sum0 += gpu_shfl_xor(sum0, 2);
-            sum8 += gpu_shfl_xor(sum8, 1);
-            sum8 += gpu_shfl_xor(sum8, 2);
-            l0 = l0 * a0 + sum0;
-            l8 = l8 * a8 + sum8;
-            m0 = n0;
-            m8 = n8;
-#pragma unroll
-            for (int i = 0; i < 32; i++) {
-                acc[i][0] *= a0;
-                acc[i][1] *= a0;
-                acc[i][2] *= a8;
-                acc[i][3] *= a8;
-            }
+            md_softmax_advance(&acc[0][0], sum0, sum8, a0, a8, n0, n8, l0, l8, m0, m8);
             /* O += P V over the tile: V = the latent part of the key tile */
             int mi = lane / 8, rr = lane % 8;
 #pragma unroll
@@ -723,21 +732,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
             *(uint32_t *)(Ps + gpu_swz128(r0, chunk) + 4 * cq) = gpu_pack_bf16x2(p[0], p[1]);
             *(uint32_t *)(Ps + gpu_swz128(r1, chunk) + 4 * cq) = gpu_pack_bf16x2(p[2], p[3]);
         }
-        sum0 += gpu_shfl_xor(sum0, 1);
-        sum0 += gpu_shfl_xor(sum0, 2);
-        sum1 += gpu_shfl_xor(sum1, 1);
-        sum1 += gpu_shfl_xor(sum1, 2);
-        l0 = l0 * a0 + sum0;
-        l1 = l1 * a1 + sum1;
-        m0 = n0;
-        m1 = n1;
-#pragma unroll
-        for (int j = 0; j < 32; j++) {
-            o[4 * j] *= a0;
-            o[4 * j + 1] *= a0;
-            o[4 * j + 2] *= a1;
-            o[4 * j + 3] *= a1;
-        }
+        md_softmax_advance(o, sum0, sum1, a0, a1, n0, n1, l0, l1, m0, m1);
         gpu_fence_proxy_async();
         __syncthreads();
 
