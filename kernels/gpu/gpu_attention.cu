@@ -18,6 +18,7 @@
  * repeated ones, as the reference does. */
 #include "gpu_common.cuh"
 #include "gpu_mma.cuh"
+#include "gpu_pipeline.cuh"
 #include "gpu_wgmma.cuh"
 
 #define NEG_INF (-__int_as_float(0x7f800000))
@@ -320,7 +321,7 @@ GPU_DEV void md_store_rows(const tc_args &a, const float *v, int sp, int64_t t, 
  * quad's p sums added up, the row sums rescaled and extended, the new maxima kept, and the output
  * fragment (v[4i], v[4i+1] row a; v[4i+2], v[4i+3] row b) rescaled. */
 GPU_DEV void md_softmax_advance(float *v, float sa, float sb, float fa, float fb, float na, float nb, float &la,
-                                float &lb, float &ma, float &mb)
+                                float &lb, float &ma, float &mb, bool scale_v = true)
 {
     sa += gpu_shfl_xor(sa, 1);
     sa += gpu_shfl_xor(sa, 2);
@@ -330,6 +331,7 @@ GPU_DEV void md_softmax_advance(float *v, float sa, float sb, float fa, float fb
     lb = lb * fb + sb;
     ma = na;
     mb = nb;
+    if (!scale_v) return;
 #pragma unroll
     for (int i = 0; i < 32; i++) {
         v[4 * i] *= fa;
@@ -767,6 +769,408 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
 #endif
 }
 
+/* ---- warp-specialized wgmma decode over the FP8 cache (k_mla_decode_ws) ----
+ * FlashMLA's division of labour on Hopper, 384 threads a block (one query row, 64 heads, a split):
+ *  - warpgroup 2, the producer, reads each cached row straight from global memory into registers
+ *    (four threads a row, 64 bytes each per load, two rows a thread), dequantizes, and stores the
+ *    bf16 row into one of two swizzled key tiles; an mbarrier pair per tile hands it over. Its loads
+ *    for a tile go out before it waits for the tile's buffer to be free.
+ *  - warpgroup 0 computes S = Q K^T for the whole tile (64 x 64, latent and rope apart as the
+ *    reference rounds them), the online softmax, publishes P and the rows' rescale factors, and
+ *    adds P V for latent columns 0..255;
+ *  - warpgroup 1 rescales its accumulators and adds P V for columns 256..511, while warpgroup 0
+ *    moves on to the next tile's Q K^T.
+ * setmaxnreg gives the registers to the warpgroup holding S and half of O. */
+#define MS_OFF_K MW_SMEM_Q
+#define MS_OFF_P (MS_OFF_K + 2 * MW_SMEM_K)
+#define MS_OFF_VALID (MS_OFF_P + MW_SMEM_P)     /* per tile buffer, 8 words of 8 row bits */
+#define MS_OFF_FAC (MS_OFF_VALID + 2 * 8 * 4)   /* per head, the tile's rescale factor */
+#define MS_OFF_FIN (MS_OFF_FAC + MD_HEADS * 4)  /* per head, the row sum at the end */
+#define MS_OFF_BAR (MS_OFF_FIN + MD_HEADS * 4)  /* full[2], empty[2], then P ready, P free, row sums */
+#define MS_SMEM (1024 + MS_OFF_BAR + 7 * 8)
+/* registers a thread per warpgroup: they must fit the 168 x 384 the block starts with, or the
+ * setmaxnreg.inc of warpgroup 0 waits forever */
+#ifndef MS_REGS_MATH0
+#define MS_REGS_MATH0 224
+#define MS_REGS_MATH1 160
+#define MS_REGS_PRODUCER 120
+#endif
+static_assert(MS_REGS_MATH0 + MS_REGS_MATH1 + MS_REGS_PRODUCER <= 3 * 168, "k_mla_decode_ws register split");
+
+#ifdef DSRT_GPU_HAVE_WGMMA
+/* One cached row as a producer thread holds it: its 16-byte piece q of each 64-byte latent group,
+ * the four scales, its two rope chunks. */
+typedef struct ms_row {
+    uint4 lat[8], sc, pe[2];
+} ms_row;
+
+GPU_DEV void ms_load(ms_row &d, const uint8_t *base, int64_t stride, int64_t slot, int q)
+{
+    uint4 z = make_uint4(0, 0, 0, 0);
+    bool ok = slot >= 0; /* a missing row is zeros, never read */
+    const uint8_t *src = base + (ok ? slot : 0) * stride;
+#pragma unroll
+    for (int g = 0; g < 8; g++) d.lat[g] = ok ? gpu_ld_nc_l2_256(src + g * 64 + q * 16) : z;
+    d.sc = ok ? gpu_ld_nc_l2_256(src + MD_DC) : z;
+    d.pe[0] = ok ? gpu_ld_nc_l2_256(src + MD_DC + 16 + q * 16) : z;
+    d.pe[1] = ok ? gpu_ld_nc_l2_256(src + MD_DC + 16 + (q + 4) * 16) : z;
+}
+
+/* Fetches row `slot` into L2 ahead of its loads: two 128-byte lines a thread, eight a row. */
+GPU_DEV void ms_prefetch(const uint8_t *base, int64_t stride, int64_t slot, int q)
+{
+    if (slot < 0) return;
+    const uint8_t *nx = base + slot * stride;
+    gpu_prefetch_l2(nx + q * 128);
+    if (q * 128 + 512 < MD_FP8_ROW) gpu_prefetch_l2(nx + q * 128 + 512);
+}
+
+/* Dequantizes a held row into row `row` of key tile Kb, and of the peer block's copy when PEER (its
+ * address pk, the stores counted on its mbarrier pbar). The chunk offsets are md_chunk spelled out
+ * so that the slice is an immediate and two addresses stay live, not 36. */
+template <bool PEER>
+GPU_DEV void ms_store(const ms_row &d, uint8_t *Kb, uint32_t pk, uint32_t pbar, int row, int q)
+{
+    uint32_t oa = gpu_swz128(row, 2 * q), ob = gpu_swz128(row, 2 * q + 1);
+    float s4[4] = {__uint_as_float(d.sc.x), __uint_as_float(d.sc.y), __uint_as_float(d.sc.z), __uint_as_float(d.sc.w)};
+#pragma unroll
+    for (int g = 0; g < 8; g++) {
+        uint32_t w[4] = {d.lat[g].x, d.lat[g].y, d.lat[g].z, d.lat[g].w};
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float f[8];
+            gpu_e4m3x4_scaled(w[2 * h], s4[g / 2], f);
+            gpu_e4m3x4_scaled(w[2 * h + 1], s4[g / 2], f + 4);
+            uint4 o = make_uint4(gpu_pack_bf16x2(f[0], f[1]), gpu_pack_bf16x2(f[2], f[3]), gpu_pack_bf16x2(f[4], f[5]),
+                                 gpu_pack_bf16x2(f[6], f[7]));
+            uint32_t off = g * MW_SLICE + (h ? ob : oa);
+            *(uint4 *)(Kb + off) = o;
+            if (PEER) gpu_st_async16(pk + off, o, pbar);
+        }
+    }
+    uint32_t pa = 8 * MW_SLICE + gpu_swz128(row, q), pb = 8 * MW_SLICE + gpu_swz128(row, q + 4);
+    *(uint4 *)(Kb + pa) = d.pe[0];
+    *(uint4 *)(Kb + pb) = d.pe[1];
+    if (PEER) {
+        gpu_st_async16(pk + pa, d.pe[0], pbar);
+        gpu_st_async16(pk + pb, d.pe[1], pbar);
+    }
+}
+
+/* Bytes a block's producer stores into its peer's tile buffer per tile: 32 rows, and 4 mask words. */
+#define MS_PEER_TX (32 * 72 * 16 + 4 * 4)
+
+/* Warpgroup 2 of k_mla_decode_ws<CL>. CL = 1: a thread takes rows tk and tk + 32 of each tile
+ * (loads for both in flight at once). CL = 2: the two blocks of a cluster (the same query row and
+ * split, two head groups) dequantize half of each tile each, rows rank * 32 + tk, and store them into
+ * both blocks' buffers; with one row a thread, the next tile's row is loaded while this one is
+ * converted. Rows go with their bits in the tile's mask (8 per word, word 4r + warp). */
+template <int CL>
+GPU_DEV void ms_produce(const tc_args &a, uint8_t *Ks, uint32_t *valid, uint64_t *full, uint64_t *empty, int64_t ntiles,
+                        int32_t seq, int64_t t, int64_t jb, int64_t je, int64_t S, unsigned rank)
+{
+    constexpr int R = 2 / CL;
+    int p = threadIdx.x - 256, lane = p % 32, w = p / 32, q = lane / 8, tk = (int)rank * 32 + w * 8 + lane % 8;
+    const uint8_t *base = (const uint8_t *)a.cache.p;
+    int64_t stride = a.cache.stride[0], slot[R];
+    uint32_t peer_k = 0, peer_valid = 0, peer_full = 0;
+    if (CL == 2) {
+        peer_k = gpu_peer_addr(Ks, rank ^ 1);
+        peer_valid = gpu_peer_addr(valid, rank ^ 1);
+        peer_full = gpu_peer_addr(full, rank ^ 1);
+    }
+    ms_row cur[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        slot[r] = md_entry_slot(a, seq, t, jb + tk + 32 * r, je, S);
+        if (CL == 2) ms_load(cur[r], base, stride, slot[r], q);
+    }
+    for (int64_t it = 0; it < ntiles; it++) {
+        int b = (int)(it & 1);
+        bool ok[R];
+        ms_row nxt;
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            ok[r] = slot[r] >= 0;
+            if (CL == 1) ms_load(cur[r], base, stride, slot[r], q);
+        }
+        /* the next tile's lookups (and with one row a thread, its loads) wait out their latency
+         * behind this tile's conversion */
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            slot[r] = it + 1 < ntiles ? md_entry_slot(a, seq, t, jb + (it + 1) * MD_KEYS + tk + 32 * r, je, S) : -1;
+            if (CL == 1) ms_prefetch(base, stride, slot[r], q);
+        }
+        if (CL == 2) ms_load(nxt, base, stride, slot[0], q);
+        if (it >= 2) gpu_mbar_wait(&empty[b], (unsigned)(((it >> 1) - 1) & 1));
+        if (CL == 2 && p == 0) gpu_mbar_arrive_expect(&full[b], MS_PEER_TX);
+        uint8_t *Kb = Ks + b * MW_SMEM_K;
+        uint32_t pbar = peer_full + 8 * b;
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            ms_store<CL == 2>(cur[r], Kb, peer_k + b * MW_SMEM_K, pbar, tk + 32 * r, q);
+            uint32_t bits = (uint32_t)gpu_ballot(ok[r]) & 0xffu, word = b * 8 + (CL == 2 ? rank : r) * 4 + w;
+            if (lane == 0) {
+                valid[word] = bits;
+                if (CL == 2) gpu_st_async4(peer_valid + 4 * word, bits, pbar);
+            }
+            __syncwarp();
+        }
+        gpu_fence_proxy_async();
+        gpu_mbar_arrive(&full[b]);
+        if (CL == 2) cur[0] = nxt;
+    }
+}
+#endif
+
+#ifdef DSRT_GPU_HAVE_WGMMA
+template <int CL>
+GPU_DEV void ms_math_body(const tc_args &a, uint8_t *Qs, uint8_t *Ks, uint8_t *Ps, const uint32_t *valid, float *fac,
+                          float *fin, uint64_t *full, uint64_t *empty, uint64_t *hand, uint32_t peer_empty,
+                          int64_t ntiles, int64_t t,
+                          int64_t h0, int sp, int wg, int warp, int lane);
+#endif
+
+/* CL = 2: launched in clusters of two blocks along y (head groups 2i, 2i + 1 of one row and split),
+ * whose producers share the dequantization (ms_produce). */
+template <int CL> static __global__ void __launch_bounds__(384, 1) k_mla_decode_ws(tc_args a)
+{
+#ifdef DSRT_GPU_HAVE_WGMMA
+    extern __shared__ __align__(16) uint8_t ms_raw[];
+    /* the same offset in both blocks of a cluster: their layouts match, so peer addresses do too */
+    uint8_t *smem = ms_raw + ((1024 - (gpu_smem_addr(ms_raw) & 1023)) & 1023);
+    uint8_t *Qs = smem, *Ks = smem + MS_OFF_K, *Ps = smem + MS_OFF_P;
+    uint32_t *valid = (uint32_t *)(smem + MS_OFF_VALID);
+    float *fac = (float *)(smem + MS_OFF_FAC), *fin = (float *)(smem + MS_OFF_FIN);
+    uint64_t *full = (uint64_t *)(smem + MS_OFF_BAR), *empty = full + 2, *hand = full + 4;
+
+    int64_t S = a.cache.shape[0];
+    int64_t t = blockIdx.x, h0 = (int64_t)blockIdx.y * MD_HEADS;
+    int sp = blockIdx.z;
+    int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
+
+    int32_t seq = gpu_i32(a.row_seq, t * a.row_seq.stride[0]);
+    int32_t len = gpu_i32(a.kv_len, t * a.kv_len.stride[0]);
+    int64_t n = a.pos ? a.cnt[t] : (len > 0 ? len : 0);
+    int64_t jb = (int64_t)sp * a.chunk, je = jb + a.chunk < n ? jb + a.chunk : n;
+    int64_t ntiles = je > jb ? (je - jb + MD_KEYS - 1) / MD_KEYS : 0;
+
+    unsigned rank = CL == 2 ? blockIdx.y & 1 : 0;
+    if (tid == 0) {
+        /* full: the local producer's threads, and with a peer its byte count (one arrival);
+         * empty: each math warp of both blocks */
+        gpu_mbar_init(&full[0], 128 + (CL == 2));
+        gpu_mbar_init(&full[1], 128 + (CL == 2));
+        gpu_mbar_init(&empty[0], 8 * CL);
+        gpu_mbar_init(&empty[1], 8 * CL);
+        /* warpgroup 0 -> 1: P and the factors ready, the row sums final; 1 -> 0: P free (all
+         * 128 threads of the sender arrive; mbarriers, not named barriers, which compute-sanitizer's
+         * synccheck takes for a block barrier some threads skipped) */
+        gpu_mbar_init(&hand[0], 128);
+        gpu_mbar_init(&hand[1], 128);
+        gpu_mbar_init(&hand[2], 128);
+    }
+    md_load_q<true>(a, Qs, t, h0);
+    gpu_cp_async_wait<0>();
+    gpu_fence_proxy_async();
+    if (CL == 2) gpu_cluster_sync(); /* the peer's barriers exist before anything reaches them */
+    else __syncthreads();
+    const uint32_t peer_empty = CL == 2 ? gpu_peer_addr(empty, rank ^ 1) : 0;
+
+    if (wg == 2) {
+        gpu_regs_dec<MS_REGS_PRODUCER>();
+        ms_produce<CL>(a, Ks, valid, full, empty, ntiles, seq, t, jb, je, S, rank);
+    } else {
+        ms_math_body<CL>(a, Qs, Ks, Ps, valid, fac, fin, full, empty, hand, peer_empty, ntiles, t, h0, sp, wg, warp, lane);
+    }
+    /* a block leaves only once its peer is done arriving on its barriers */
+    if (CL == 2) gpu_cluster_sync();
+#else
+    if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0)
+        gpu_error_flag(a.err, (unsigned)DSRT_GPU_ERR_NO_WGMMA);
+#endif
+}
+
+#ifdef DSRT_GPU_HAVE_WGMMA
+/* Warpgroups 0 and 1 of k_mla_decode_ws (see there). */
+template <int CL>
+GPU_DEV void ms_math_body(const tc_args &a, uint8_t *Qs, uint8_t *Ks, uint8_t *Ps, const uint32_t *valid, float *fac,
+                          float *fin, uint64_t *full, uint64_t *empty, uint64_t *hand, uint32_t peer_empty,
+                          int64_t ntiles, int64_t t,
+                          int64_t h0, int sp, int wg, int warp, int lane)
+{
+    int64_t Hh = a.ql.shape[1];
+    int g = lane / 4, cq = lane % 4;
+    int r0 = warp * 16 + g, r1 = r0 + 8; /* a math thread's rows (heads h0 + r) in both products */
+    const uint32_t ka = gpu_smem_addr(Ks);
+    const uint64_t dp = gpu_wgmma_desc(gpu_smem_addr(Ps), 16, 1024);
+    if (wg == 0) {
+        gpu_regs_inc<MS_REGS_MATH0>();
+        float o[128];
+#pragma unroll
+        for (int i = 0; i < 128; i++) o[i] = 0;
+        const uint64_t dq = gpu_wgmma_desc(gpu_smem_addr(Qs), 16, 1024);
+        float m0 = NEG_INF, l0 = 0, m1 = NEG_INF, l1 = 0;
+        for (int64_t it = 0; it < ntiles; it++) {
+            int b = (int)(it & 1);
+            gpu_mbar_wait(&full[b], (unsigned)((it >> 1) & 1));
+            const uint32_t kb = ka + b * MW_SMEM_K;
+            const uint64_t dk = gpu_wgmma_desc(kb, 16, 1024), dv = gpu_wgmma_desc(kb, MW_SLICE, 1024);
+
+            /* S = Q K^T over the tile: latent and rope parts apart */
+            float s_lat[32], s_pe[32];
+            gpu_wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < 32; ks++) {
+                uint32_t off = ((ks / 4) * MW_SLICE + (ks % 4) * 32) >> 4;
+                gpu_wgmma_m64n64_bf16(s_lat, dq + off, dk + off, ks > 0);
+            }
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) {
+                uint32_t off = (8 * MW_SLICE + ks * 32) >> 4;
+                gpu_wgmma_m64n64_bf16(s_pe, dq + off, dk + off, ks > 0);
+            }
+            gpu_wgmma_commit();
+            gpu_wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < 32; i++) {
+                gpu_wgmma_pin(s_lat[i]);
+                gpu_wgmma_pin(s_pe[i]);
+            }
+
+            /* scores as ops.h rounds them, two (one row, adjacent keys) per conversion; missing
+             * rows and heads are -inf (a tile with all of both is the common case) */
+#pragma unroll
+            for (int i = 0; i < 32; i += 2) {
+                float l0v, l1v, p0v, p1v;
+                gpu_round_bf16_pair(s_lat[i], s_lat[i + 1], l0v, l1v);
+                gpu_round_bf16_pair(s_pe[i], s_pe[i + 1], p0v, p1v);
+                gpu_round_bf16_pair(l0v + p0v, l1v + p1v, l0v, l1v);
+                gpu_round_bf16_pair(l0v * a.scale, l1v * a.scale, s_lat[i], s_lat[i + 1]);
+            }
+            const uint4 v0 = *(const uint4 *)(valid + b * 8), v1 = *(const uint4 *)(valid + b * 8 + 4);
+            const uint64_t vm = (uint64_t)(v0.x | v0.y << 8 | v0.z << 16 | v0.w << 24) |
+                                (uint64_t)(v1.x | v1.y << 8 | v1.z << 16 | v1.w << 24) << 32;
+            if (vm != ~0ull || h0 + MD_HEADS > Hh) {
+#pragma unroll
+                for (int i = 0; i < 32; i++) {
+                    int key = (i / 4) * 8 + 2 * cq + (i & 1), row = i & 2 ? r1 : r0;
+                    if (!((vm >> key) & 1) || h0 + row >= Hh) s_lat[i] = NEG_INF;
+                }
+            }
+            float x0 = NEG_INF, x1 = NEG_INF;
+#pragma unroll
+            for (int i = 0; i < 32; i++) {
+                if (i & 2) x1 = fmaxf(x1, s_lat[i]);
+                else x0 = fmaxf(x0, s_lat[i]);
+            }
+            x0 = fmaxf(x0, gpu_shfl_xor(x0, 1));
+            x0 = fmaxf(x0, gpu_shfl_xor(x0, 2));
+            x1 = fmaxf(x1, gpu_shfl_xor(x1, 1));
+            x1 = fmaxf(x1, gpu_shfl_xor(x1, 2));
+
+            const float LOG2E = 1.4426950408889634f;
+            float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
+            float a0 = n0 == NEG_INF ? 1.0f : exp2f((m0 - n0) * LOG2E);
+            float a1 = n1 == NEG_INF ? 1.0f : exp2f((m1 - n1) * LOG2E);
+            float b0 = n0 == NEG_INF ? 0.0f : n0 * LOG2E, b1 = n1 == NEG_INF ? 0.0f : n1 * LOG2E;
+            float sum0 = 0, sum1 = 0;
+            uint32_t pk[16];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float p[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    bool up = e >= 2;
+                    float nn = up ? n1 : n0;
+                    p[e] = nn == NEG_INF ? 0.0f : exp2f(fmaf(s_lat[4 * j + e], LOG2E, up ? -b1 : -b0));
+                }
+                sum0 += p[0] + p[1];
+                sum1 += p[2] + p[3];
+                pk[2 * j] = gpu_pack_bf16x2(p[0], p[1]);
+                pk[2 * j + 1] = gpu_pack_bf16x2(p[2], p[3]);
+            }
+            /* P and the factors go out once warpgroup 1 is done with the previous ones */
+            if (it > 0) gpu_mbar_wait(&hand[1], (unsigned)((it - 1) & 1));
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                *(uint32_t *)(Ps + gpu_swz128(r0, j) + 4 * cq) = pk[2 * j];
+                *(uint32_t *)(Ps + gpu_swz128(r1, j) + 4 * cq) = pk[2 * j + 1];
+            }
+            if (cq == 0) {
+                fac[r0] = a0;
+                fac[r1] = a1;
+            }
+            gpu_fence_proxy_async();
+            gpu_mbar_arrive(&hand[0]);
+            /* once the maxima settle, most tiles leave a warp's rows alone: skip the 128 multiplies */
+            bool moved = gpu_ballot(a0 != 1.0f || a1 != 1.0f) != 0;
+            md_softmax_advance(o, sum0, sum1, a0, a1, n0, n1, l0, l1, m0, m1, moved);
+
+            /* O[:, 0..255] += P V; the rescale stays before the fence (C7519) */
+#pragma unroll
+            for (int i = 0; i < 128; i++) gpu_wgmma_pin(o[i]);
+            gpu_wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) gpu_wgmma_m64n256_bf16_tb(o, dp + ((ks * 32) >> 4), dv + ((ks * 16 * 128) >> 4), 1);
+            gpu_wgmma_commit();
+            gpu_wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < 128; i++) gpu_wgmma_pin(o[i]);
+            if (lane == 0) {
+                gpu_mbar_arrive(&empty[b]);
+                if (CL == 2) gpu_mbar_arrive_peer(peer_empty + 8 * b);
+            }
+            __syncwarp();
+        }
+        if (cq == 0) {
+            fin[r0] = l0;
+            fin[r1] = l1;
+        }
+        gpu_mbar_arrive(&hand[2]);
+        md_store_rows(a, o, sp, t, h0 + r0, h0 + r1, 0, cq, cq == 0, m0, l0, m1, l1);
+    } else {
+        gpu_regs_dec<MS_REGS_MATH1>();
+        float o[128];
+#pragma unroll
+        for (int i = 0; i < 128; i++) o[i] = 0;
+        for (int64_t it = 0; it < ntiles; it++) {
+            int b = (int)(it & 1);
+            const uint64_t dv = gpu_wgmma_desc(ka + b * MW_SMEM_K + 4 * MW_SLICE, MW_SLICE, 1024);
+            gpu_mbar_wait(&hand[0], (unsigned)(it & 1));
+            float fa = fac[r0], fb = fac[r1];
+            if (gpu_ballot(fa != 1.0f || fb != 1.0f) != 0) {
+#pragma unroll
+                for (int i = 0; i < 32; i++) {
+                    o[4 * i] *= fa;
+                    o[4 * i + 1] *= fa;
+                    o[4 * i + 2] *= fb;
+                    o[4 * i + 3] *= fb;
+                }
+            }
+            /* O[:, 256..511] += P V */
+#pragma unroll
+            for (int i = 0; i < 128; i++) gpu_wgmma_pin(o[i]);
+            gpu_wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) gpu_wgmma_m64n256_bf16_tb(o, dp + ((ks * 32) >> 4), dv + ((ks * 16 * 128) >> 4), 1);
+            gpu_wgmma_commit();
+            gpu_wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < 128; i++) gpu_wgmma_pin(o[i]);
+            if (lane == 0) {
+                gpu_mbar_arrive(&empty[b]);
+                if (CL == 2) gpu_mbar_arrive_peer(peer_empty + 8 * b);
+            }
+            __syncwarp();
+            if (it + 1 < ntiles) gpu_mbar_arrive(&hand[1]);
+        }
+        gpu_mbar_wait(&hand[2], 0);
+        md_store_rows(a, o, sp, t, h0 + r0, h0 + r1, 256, cq, false, 0.0f, fin[r0], 0.0f, fin[r1]);
+    }
+}
+#endif
+
 /* Merges the splits of k_mla_decode_tc: o = sum_s O_s e^(m_s - M) / sum_s l_s e^(m_s - M). The
  * split weights are computed once per (row, head) into shared memory, the (m, l) pairs loaded by the
  * first wave at once (one thread reading them one after another was ~6 us of a decode row's merge);
@@ -872,6 +1276,40 @@ static bool wg_decode_ok(const dsrt_gpu_ctx *c)
     return c->smem_optin >= MW_SMEM && gpu_use_wgmma(c);
 }
 
+/* k_mla_decode_ws, in clusters of two head groups when `pair` (the grid's y is even). */
+static dsrt_status ws_decode_launch(const dsrt_gpu_ctx *c, dim3 grid, const tc_args &a, bool pair)
+{
+#ifdef DSRT_GPU_HIP
+    (void)c, (void)grid, (void)a, (void)pair;
+    return dsrt_error(DSRT_CODE_UNIMPLEMENTED, "mla_decode: the warp-specialized kernel is CUDA sm_90a only");
+#else
+    if (!pair) {
+        DSRT_TRY(gpu_smem_limit(c, (const void *)k_mla_decode_ws<1>, MS_SMEM, "mla_decode"));
+        k_mla_decode_ws<1><<<grid, 384, MS_SMEM, gpu_stream(c)>>>(a);
+        GPU_CHECK_LAUNCH("mla_decode", "k_mla_decode_ws<1>");
+        return DSRT_OK;
+    }
+    DSRT_TRY(gpu_smem_limit(c, (const void *)k_mla_decode_ws<2>, MS_SMEM, "mla_decode"));
+    cudaLaunchConfig_t cfg;
+    cudaLaunchAttribute at[1];
+    memset(&cfg, 0, sizeof cfg);
+    memset(at, 0, sizeof at);
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = 1;
+    at[0].val.clusterDim.y = 2;
+    at[0].val.clusterDim.z = 1;
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(384);
+    cfg.dynamicSmemBytes = MS_SMEM;
+    cfg.stream = gpu_stream(c);
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    (void)cudaLaunchKernelEx(&cfg, k_mla_decode_ws<2>, a); /* an error is left for GPU_CHECK_LAUNCH */
+    GPU_CHECK_LAUNCH("mla_decode", "k_mla_decode_ws<2>");
+    return DSRT_OK;
+#endif
+}
+
 extern "C" bool dsrt_gpu_wgmma_image(void)
 {
 #ifdef DSRT_GPU_HIP
@@ -920,7 +1358,10 @@ extern "C" dsrt_status dsrt_gpu_mla_decode(const dsrt_gpu_ctx *c, const dsrt_op 
         }
         dim3 grid((unsigned)T, (unsigned)groups, (unsigned)splits);
         a.err = c->err;
-        if (wg_decode_ok(c)) {
+        if (wg_decode_ok(c) && op->p.format == DSRT_CACHE_FP8 && c->smem_optin >= MS_SMEM &&
+            !getenv(DSRT_GPU_ENV("MLA_WG"))) {
+            DSRT_TRY(ws_decode_launch(c, grid, a, groups % 2 == 0 && !getenv(DSRT_GPU_ENV("MLA_NO_CLUSTER"))));
+        } else if (wg_decode_ok(c)) {
             DSRT_TRY(gpu_smem_limit(c, (const void *)k_mla_decode_wg, MW_SMEM, "mla_decode"));
             k_mla_decode_wg<<<grid, 256, MW_SMEM, gpu_stream(c)>>>(a);
             GPU_CHECK_LAUNCH("mla_decode", "k_mla_decode_wg");

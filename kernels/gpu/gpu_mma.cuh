@@ -121,6 +121,14 @@ GPU_DEV void gpu_e4m3x4_scaled(uint32_t w, float s, float *f)
 /* x rounded to bf16 (nearest even) and back, in two instructions. */
 GPU_DEV float gpu_round_bf16_fast(float x) { return __int_as_float((int)(gpu_pack_bf16x2(x, 0.0f) << 16)); }
 
+/* a and b rounded to bf16 (nearest even) and back, one conversion for both. */
+GPU_DEV void gpu_round_bf16_pair(float a, float b, float &ra, float &rb)
+{
+    uint32_t w = gpu_pack_bf16x2(a, b);
+    ra = __int_as_float((int)(w << 16));
+    rb = __int_as_float((int)(w & 0xffff0000u));
+}
+
 GPU_DEV void gpu_ldmatrix_x2_trans(uint32_t *r, const void *row_addr)
 {
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"

@@ -1,5 +1,5 @@
 /* Hopper warpgroup MMA (wgmma, sm_90a) building blocks: shared-memory descriptors for the 128-byte
- * swizzled layout, the fences, and the two bf16 shapes the MLA decode uses.
+ * swizzled layout, the fences, and the bf16 shapes the MLA decode uses.
  *
  * Everything here compiles to nothing outside DSRT_GPU_HAVE_WGMMA, which only a CUDA build with an
  * sm_90a image defines (wgmma is not part of plain sm_90, nor of HIP). Callers keep the mma.sync path
@@ -55,6 +55,21 @@ GPU_DEV void gpu_wgmma_m64n32_bf16(float *d, uint64_t da, uint64_t db, int acc)
                  "}, %16, %17, p, 1, 1, 0, 0;\n}\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
                  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                 : "l"(da), "l"(db), "r"(acc));
+}
+
+/* D(64x64, f32) (+)= A(64x16) B(16x64), both K-major in shared memory; acc = 0 overwrites D. */
+GPU_DEV void gpu_wgmma_m64n64_bf16(float *d, uint64_t da, uint64_t db, int acc)
+{
+    asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+                 "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                 "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
+                 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
                  : "l"(da), "l"(db), "r"(acc));
 }
 
