@@ -1358,8 +1358,10 @@ extern "C" dsrt_status dsrt_gpu_mla_decode(const dsrt_gpu_ctx *c, const dsrt_op 
         }
         dim3 grid((unsigned)T, (unsigned)groups, (unsigned)splits);
         a.err = c->err;
+        /* the warp-specialized kernel pays for its start (384 threads, barriers, a cluster) over a
+         * few tiles: a batch-1 step (64 splits of one tile) ran 1.54 -> 1.60 ms on it */
         if (wg_decode_ok(c) && op->p.format == DSRT_CACHE_FP8 && c->smem_optin >= MS_SMEM &&
-            !getenv(DSRT_GPU_ENV("MLA_WG"))) {
+            (a.chunk >= 4 * MD_KEYS || getenv(DSRT_GPU_ENV("MLA_WS"))) && !getenv(DSRT_GPU_ENV("MLA_WG"))) {
             DSRT_TRY(ws_decode_launch(c, grid, a, groups % 2 == 0 && !getenv(DSRT_GPU_ENV("MLA_NO_CLUSTER"))));
         } else if (wg_decode_ok(c)) {
             DSRT_TRY(gpu_smem_limit(c, (const void *)k_mla_decode_wg, MW_SMEM, "mla_decode"));

@@ -869,14 +869,16 @@ START_TEST(t_mla_decode)
     decode_case("f32 q (plain cores, fp32 throughout)", 3, 8, 300, 0, DSRT_F32, DSRT_CACHE_FP8, NULL, 0);
     decode_case("bf16 q, plain cores (exact rounding points)", 2, 16, 500, 64, DSRT_BF16, DSRT_CACHE_FP8,
                 "MLA_SIMT", 0);
-    /* On Hopper the FP8 cases above run the warp-specialized kernel, head groups paired in clusters
-     * (k_mla_decode_ws<2>) when their count is even; these cover a partial pair, one block per head
-     * group (<1>, two rows a producer thread), and the wgmma kernel it replaced (bf16 caches still
-     * take it) */
-    decode_case("clusters: 100 heads (the pair's second group partial), DSA top-256", 2, 100, 1000, 256, DSRT_BF16,
+    /* On Hopper, FP8 splits of 4 tiles or more run the warp-specialized kernel, head groups paired
+     * in clusters (k_mla_decode_ws<2>) when their count is even; the short splits above take the
+     * wgmma kernel. These cover the first with its own split sizes, a partial pair (forced), one
+     * block per head group (<1>, two rows a producer thread), and the wgmma kernel on a long split */
+    decode_case("warp-specialized, clusters: T=34 (16-tile splits), 128 heads", 34, 128, 1000, 0, DSRT_BF16,
                 DSRT_CACHE_FP8, NULL, 0);
-    decode_case("no clusters: 128 heads, T=4 ctx<=1000", 4, 128, 1000, 0, DSRT_BF16, DSRT_CACHE_FP8, "MLA_NO_CLUSTER",
-                0);
+    decode_case("warp-specialized forced: 100 heads (a partial pair), DSA top-256", 2, 100, 1000, 256, DSRT_BF16,
+                DSRT_CACHE_FP8, "MLA_WS", 0);
+    decode_case("warp-specialized, no clusters: 128 heads, T=34", 34, 128, 1000, 0, DSRT_BF16, DSRT_CACHE_FP8,
+                "MLA_NO_CLUSTER", 0);
     decode_case("wgmma kernel without a producer: DSA top-256, T=1 split", 1, 128, 3000, 256, DSRT_BF16,
                 DSRT_CACHE_FP8, "MLA_WG", 0);
     /* On Hopper the cases above run the wgmma kernels; these keep the mma.sync one (sm_80's) checked */
