@@ -317,6 +317,18 @@ GPU_DEV void md_store_rows(const tc_args &a, const float *v, int sp, int64_t t, 
     }
 }
 
+/* A thread's output fragment (md_store_rows' layout) with row a times fa, row b times fb. */
+GPU_DEV void md_scale_rows(float *v, float fa, float fb)
+{
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        v[4 * i] *= fa;
+        v[4 * i + 1] *= fa;
+        v[4 * i + 2] *= fb;
+        v[4 * i + 3] *= fb;
+    }
+}
+
 /* End of a tile's online-softmax step for a thread's rows a and b (both tensor-core kernels): the
  * quad's p sums added up, the row sums rescaled and extended, the new maxima kept, and the output
  * fragment (v[4i], v[4i+1] row a; v[4i+2], v[4i+3] row b) rescaled. */
@@ -331,14 +343,7 @@ GPU_DEV void md_softmax_advance(float *v, float sa, float sb, float fa, float fb
     lb = lb * fb + sb;
     ma = na;
     mb = nb;
-    if (!scale_v) return;
-#pragma unroll
-    for (int i = 0; i < 32; i++) {
-        v[4 * i] *= fa;
-        v[4 * i + 1] *= fa;
-        v[4 * i + 2] *= fb;
-        v[4 * i + 3] *= fb;
-    }
+    if (scale_v) md_scale_rows(v, fa, fb);
 }
 
 /* Byte offset of 16-byte chunk ch (bf16 columns 8ch..8ch+7, 0..71) of row r of a 64-row operand
@@ -615,6 +620,56 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
 #endif
 }
 
+#ifdef DSRT_GPU_HAVE_WGMMA
+/* S = Q K^T for 64 heads and N keys (32 or 64) on wgmma, Q and the key rows in swizzled slices (dq,
+ * dk: the first blocks' descriptors), latent and rope parts accumulated apart and combined as ops.h
+ * rounds a score: bf16 of each part, of their sum, of the scaled sum, two scores a conversion. The
+ * scores land in s (N/2 a thread, the accumulator layout). */
+template <int N> GPU_DEV void mw_scores(float *s, uint64_t dq, uint64_t dk, float scale)
+{
+    float pe[N / 2];
+    gpu_wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 36; ks++) { /* 32 latent k-steps, then 4 rope ones (slice 8) */
+        uint32_t off = ((ks / 4) * MW_SLICE + (ks % 4) * 32) >> 4;
+        float *d = ks < 32 ? s : pe;
+        if (N == 64) gpu_wgmma_m64n64_bf16(d, dq + off, dk + off, ks % 32 > 0);
+        else gpu_wgmma_m64n32_bf16(d, dq + off, dk + off, ks % 32 > 0);
+    }
+    gpu_wgmma_commit();
+    gpu_wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < N / 2; i++) {
+        gpu_wgmma_pin(s[i]);
+        gpu_wgmma_pin(pe[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < N / 2; i += 2) {
+        float l0, l1, p0, p1;
+        gpu_round_bf16_pair(s[i], s[i + 1], l0, l1);
+        gpu_round_bf16_pair(pe[i], pe[i + 1], p0, p1);
+        gpu_round_bf16_pair(l0 + p0, l1 + p1, l0, l1);
+        gpu_round_bf16_pair(l0 * scale, l1 * scale, s[i], s[i + 1]);
+    }
+}
+
+/* O(64 x 256) += P V over a 64-key tile (P and V as descriptors dp, dv), then waited for. The
+ * accumulators are pinned before the fence: a rescale sunk below it makes ptxas inject a
+ * warpgroup.arrive (its note C7519). */
+GPU_DEV void mw_pv(float *o, uint64_t dp, uint64_t dv)
+{
+#pragma unroll
+    for (int i = 0; i < 128; i++) gpu_wgmma_pin(o[i]);
+    gpu_wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++) gpu_wgmma_m64n256_bf16_tb(o, dp + ((ks * 32) >> 4), dv + ((ks * 16 * 128) >> 4), 1);
+    gpu_wgmma_commit();
+    gpu_wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 128; i++) gpu_wgmma_pin(o[i]);
+}
+#endif
+
 /* ---- decode on Hopper's warpgroup MMA (sm_90a) ----
  * The same work as k_mla_decode_tc (64 heads, tiles of 64 cached rows, online softmax, splits) with
  * the products on wgmma: its tensor cores read both operands from shared memory, where mma.sync
@@ -667,36 +722,14 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
         const int64_t *sl = slots + (it & 1) * MD_KEYS;
         md_tile_begin<true>(a, slots, stage, Ks, it, ntiles, seq, t, jb, je, S);
 
-        /* S = Q K^T for all heads, keys 32wg..+32: latent and rope parts apart */
-        float s_lat[16], s_pe[16];
-        gpu_wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < 32; ks++) {
-            uint32_t off = ((ks / 4) * MW_SLICE + (ks % 4) * 32) >> 4;
-            gpu_wgmma_m64n32_bf16(s_lat, dq + off, dk + off, ks > 0);
-        }
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++) {
-            uint32_t off = (8 * MW_SLICE + ks * 32) >> 4;
-            gpu_wgmma_m64n32_bf16(s_pe, dq + off, dk + off, ks > 0);
-        }
-        gpu_wgmma_commit();
-        gpu_wgmma_wait<0>();
-#pragma unroll
-        for (int i = 0; i < 16; i++) {
-            gpu_wgmma_pin(s_lat[i]);
-            gpu_wgmma_pin(s_pe[i]);
-        }
-
-        /* scores as ops.h rounds them; masked keys and missing heads are -inf */
+        /* scores for all heads, keys 32wg..+32; masked keys and missing heads are -inf */
+        float s_lat[16];
+        mw_scores<32>(s_lat, dq, dk, a.scale);
         float x0 = NEG_INF, x1 = NEG_INF;
 #pragma unroll
         for (int i = 0; i < 16; i++) {
             int key = wg * 32 + (i / 4) * 8 + 2 * cq + (i & 1), row = i & 2 ? r1 : r0;
-            bool ok = sl[key] >= 0 && h0 + row < Hh;
-            float s = gpu_round_bf16_fast(
-                gpu_round_bf16_fast(gpu_round_bf16_fast(s_lat[i]) + gpu_round_bf16_fast(s_pe[i])) * a.scale);
-            s_lat[i] = ok ? s : NEG_INF;
+            if (sl[key] < 0 || h0 + row >= Hh) s_lat[i] = NEG_INF;
             if (i & 2) x1 = fmaxf(x1, s_lat[i]);
             else x0 = fmaxf(x0, s_lat[i]);
         }
@@ -739,16 +772,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
         __syncthreads();
 
         /* O += P V: latent columns 256wg..+256 over the tile's 64 keys */
-        /* the rescale must stay before the fence, or ptxas injects a warpgroup.arrive (C7519) */
-#pragma unroll
-        for (int i = 0; i < 128; i++) gpu_wgmma_pin(o[i]);
-        gpu_wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++) gpu_wgmma_m64n256_bf16_tb(o, dp + ((ks * 32) >> 4), dv + ((ks * 16 * 128) >> 4), 1);
-        gpu_wgmma_commit();
-        gpu_wgmma_wait<0>();
-#pragma unroll
-        for (int i = 0; i < 128; i++) gpu_wgmma_pin(o[i]);
+        mw_pv(o, dp, dv);
         __syncthreads();
     }
     gpu_cp_async_wait<0>();
@@ -992,6 +1016,17 @@ template <int CL> static __global__ void __launch_bounds__(384, 1) k_mla_decode_
 }
 
 #ifdef DSRT_GPU_HAVE_WGMMA
+/* A math warp is done with tile buffer b: one arrival on this block's empty barrier and, in a
+ * cluster, on the peer's (its producer writes here too). */
+template <int CL> GPU_DEV void ms_release(uint64_t *empty, uint32_t peer_empty, int b, int lane)
+{
+    if (lane == 0) {
+        gpu_mbar_arrive(&empty[b]);
+        if (CL == 2) gpu_mbar_arrive_peer(peer_empty + 8 * b);
+    }
+    __syncwarp();
+}
+
 /* Warpgroups 0 and 1 of k_mla_decode_ws (see there). */
 template <int CL>
 GPU_DEV void ms_math_body(const tc_args &a, uint8_t *Qs, uint8_t *Ks, uint8_t *Ps, const uint32_t *valid, float *fac,
@@ -1017,37 +1052,10 @@ GPU_DEV void ms_math_body(const tc_args &a, uint8_t *Qs, uint8_t *Ks, uint8_t *P
             const uint32_t kb = ka + b * MW_SMEM_K;
             const uint64_t dk = gpu_wgmma_desc(kb, 16, 1024), dv = gpu_wgmma_desc(kb, MW_SLICE, 1024);
 
-            /* S = Q K^T over the tile: latent and rope parts apart */
-            float s_lat[32], s_pe[32];
-            gpu_wgmma_fence();
-#pragma unroll
-            for (int ks = 0; ks < 32; ks++) {
-                uint32_t off = ((ks / 4) * MW_SLICE + (ks % 4) * 32) >> 4;
-                gpu_wgmma_m64n64_bf16(s_lat, dq + off, dk + off, ks > 0);
-            }
-#pragma unroll
-            for (int ks = 0; ks < 4; ks++) {
-                uint32_t off = (8 * MW_SLICE + ks * 32) >> 4;
-                gpu_wgmma_m64n64_bf16(s_pe, dq + off, dk + off, ks > 0);
-            }
-            gpu_wgmma_commit();
-            gpu_wgmma_wait<0>();
-#pragma unroll
-            for (int i = 0; i < 32; i++) {
-                gpu_wgmma_pin(s_lat[i]);
-                gpu_wgmma_pin(s_pe[i]);
-            }
-
-            /* scores as ops.h rounds them, two (one row, adjacent keys) per conversion; missing
-             * rows and heads are -inf (a tile with all of both is the common case) */
-#pragma unroll
-            for (int i = 0; i < 32; i += 2) {
-                float l0v, l1v, p0v, p1v;
-                gpu_round_bf16_pair(s_lat[i], s_lat[i + 1], l0v, l1v);
-                gpu_round_bf16_pair(s_pe[i], s_pe[i + 1], p0v, p1v);
-                gpu_round_bf16_pair(l0v + p0v, l1v + p1v, l0v, l1v);
-                gpu_round_bf16_pair(l0v * a.scale, l1v * a.scale, s_lat[i], s_lat[i + 1]);
-            }
+            /* scores over the whole tile; missing rows and heads are -inf (a tile with all of
+             * both is the common case) */
+            float s_lat[32];
+            mw_scores<64>(s_lat, dq, dk, a.scale);
             const uint4 v0 = *(const uint4 *)(valid + b * 8), v1 = *(const uint4 *)(valid + b * 8 + 4);
             const uint64_t vm = (uint64_t)(v0.x | v0.y << 8 | v0.z << 16 | v0.w << 24) |
                                 (uint64_t)(v1.x | v1.y << 8 | v1.z << 16 | v1.w << 24) << 32;
@@ -1107,21 +1115,8 @@ GPU_DEV void ms_math_body(const tc_args &a, uint8_t *Qs, uint8_t *Ks, uint8_t *P
             bool moved = gpu_ballot(a0 != 1.0f || a1 != 1.0f) != 0;
             md_softmax_advance(o, sum0, sum1, a0, a1, n0, n1, l0, l1, m0, m1, moved);
 
-            /* O[:, 0..255] += P V; the rescale stays before the fence (C7519) */
-#pragma unroll
-            for (int i = 0; i < 128; i++) gpu_wgmma_pin(o[i]);
-            gpu_wgmma_fence();
-#pragma unroll
-            for (int ks = 0; ks < 4; ks++) gpu_wgmma_m64n256_bf16_tb(o, dp + ((ks * 32) >> 4), dv + ((ks * 16 * 128) >> 4), 1);
-            gpu_wgmma_commit();
-            gpu_wgmma_wait<0>();
-#pragma unroll
-            for (int i = 0; i < 128; i++) gpu_wgmma_pin(o[i]);
-            if (lane == 0) {
-                gpu_mbar_arrive(&empty[b]);
-                if (CL == 2) gpu_mbar_arrive_peer(peer_empty + 8 * b);
-            }
-            __syncwarp();
+            mw_pv(o, dp, dv); /* O[:, 0..255] += P V */
+            ms_release<CL>(empty, peer_empty, b, lane);
         }
         if (cq == 0) {
             fin[r0] = l0;
@@ -1139,30 +1134,9 @@ GPU_DEV void ms_math_body(const tc_args &a, uint8_t *Qs, uint8_t *Ks, uint8_t *P
             const uint64_t dv = gpu_wgmma_desc(ka + b * MW_SMEM_K + 4 * MW_SLICE, MW_SLICE, 1024);
             gpu_mbar_wait(&hand[0], (unsigned)(it & 1));
             float fa = fac[r0], fb = fac[r1];
-            if (gpu_ballot(fa != 1.0f || fb != 1.0f) != 0) {
-#pragma unroll
-                for (int i = 0; i < 32; i++) {
-                    o[4 * i] *= fa;
-                    o[4 * i + 1] *= fa;
-                    o[4 * i + 2] *= fb;
-                    o[4 * i + 3] *= fb;
-                }
-            }
-            /* O[:, 256..511] += P V */
-#pragma unroll
-            for (int i = 0; i < 128; i++) gpu_wgmma_pin(o[i]);
-            gpu_wgmma_fence();
-#pragma unroll
-            for (int ks = 0; ks < 4; ks++) gpu_wgmma_m64n256_bf16_tb(o, dp + ((ks * 32) >> 4), dv + ((ks * 16 * 128) >> 4), 1);
-            gpu_wgmma_commit();
-            gpu_wgmma_wait<0>();
-#pragma unroll
-            for (int i = 0; i < 128; i++) gpu_wgmma_pin(o[i]);
-            if (lane == 0) {
-                gpu_mbar_arrive(&empty[b]);
-                if (CL == 2) gpu_mbar_arrive_peer(peer_empty + 8 * b);
-            }
-            __syncwarp();
+            if (gpu_ballot(fa != 1.0f || fb != 1.0f) != 0) md_scale_rows(o, fa, fb);
+            mw_pv(o, dp, dv); /* O[:, 256..511] += P V */
+            ms_release<CL>(empty, peer_empty, b, lane);
             if (it + 1 < ntiles) gpu_mbar_arrive(&hand[1]);
         }
         gpu_mbar_wait(&hand[2], 0);
