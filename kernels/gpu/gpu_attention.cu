@@ -653,6 +653,31 @@ template <int N> GPU_DEV void mw_scores(float *s, uint64_t dq, uint64_t dk, floa
     }
 }
 
+/* The tile's probabilities for a thread's rows a and b (new maxima na, nb; -inf: the row has none
+ * yet): p = e^(s - n) of its 4J scores (md_store_rows' layout), packed as bf16 pairs into pk (row a
+ * then row b per 8-key chunk), and the thread's share of each row's sum. */
+template <int J>
+GPU_DEV void mw_probs(const float *s, float na, float nb, uint32_t *pk, float &suma, float &sumb)
+{
+    const float LOG2E = 1.4426950408889634f;
+    float ba = na == NEG_INF ? 0.0f : na * LOG2E, bb = nb == NEG_INF ? 0.0f : nb * LOG2E;
+    suma = 0;
+    sumb = 0;
+#pragma unroll
+    for (int j = 0; j < J; j++) {
+        float p[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            bool up = e >= 2;
+            p[e] = (up ? nb : na) == NEG_INF ? 0.0f : exp2f(fmaf(s[4 * j + e], LOG2E, up ? -bb : -ba));
+        }
+        suma += p[0] + p[1];
+        sumb += p[2] + p[3];
+        pk[2 * j] = gpu_pack_bf16x2(p[0], p[1]);
+        pk[2 * j + 1] = gpu_pack_bf16x2(p[2], p[3]);
+    }
+}
+
 /* O(64 x 256) += P V over a 64-key tile (P and V as descriptors dp, dv), then waited for. The
  * accumulators are pinned before the fence: a rescale sunk below it makes ptxas inject a
  * warpgroup.arrive (its note C7519). */
@@ -750,22 +775,13 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
         float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
         float a0 = n0 == NEG_INF ? 1.0f : exp2f((m0 - n0) * LOG2E);
         float a1 = n1 == NEG_INF ? 1.0f : exp2f((m1 - n1) * LOG2E);
-        float b0 = n0 == NEG_INF ? 0.0f : n0 * LOG2E, b1 = n1 == NEG_INF ? 0.0f : n1 * LOG2E;
-        float sum0 = 0, sum1 = 0;
+        float sum0, sum1;
+        uint32_t pk[8];
+        mw_probs<4>(s_lat, n0, n1, pk, sum0, sum1);
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            float p[4];
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                bool up = e >= 2;
-                float nn = up ? n1 : n0;
-                p[e] = nn == NEG_INF ? 0.0f : exp2f(fmaf(s_lat[4 * j + e], LOG2E, up ? -b1 : -b0));
-            }
-            sum0 += p[0] + p[1];
-            sum1 += p[2] + p[3];
-            int chunk = wg * 4 + j;
-            *(uint32_t *)(Ps + gpu_swz128(r0, chunk) + 4 * cq) = gpu_pack_bf16x2(p[0], p[1]);
-            *(uint32_t *)(Ps + gpu_swz128(r1, chunk) + 4 * cq) = gpu_pack_bf16x2(p[2], p[3]);
+            *(uint32_t *)(Ps + gpu_swz128(r0, wg * 4 + j) + 4 * cq) = pk[2 * j];
+            *(uint32_t *)(Ps + gpu_swz128(r1, wg * 4 + j) + 4 * cq) = pk[2 * j + 1];
         }
         md_softmax_advance(o, sum0, sum1, a0, a1, n0, n1, l0, l1, m0, m1);
         gpu_fence_proxy_async();
@@ -1081,23 +1097,9 @@ GPU_DEV void ms_math_body(const tc_args &a, uint8_t *Qs, uint8_t *Ks, uint8_t *P
             float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
             float a0 = n0 == NEG_INF ? 1.0f : exp2f((m0 - n0) * LOG2E);
             float a1 = n1 == NEG_INF ? 1.0f : exp2f((m1 - n1) * LOG2E);
-            float b0 = n0 == NEG_INF ? 0.0f : n0 * LOG2E, b1 = n1 == NEG_INF ? 0.0f : n1 * LOG2E;
-            float sum0 = 0, sum1 = 0;
+            float sum0, sum1;
             uint32_t pk[16];
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                float p[4];
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    bool up = e >= 2;
-                    float nn = up ? n1 : n0;
-                    p[e] = nn == NEG_INF ? 0.0f : exp2f(fmaf(s_lat[4 * j + e], LOG2E, up ? -b1 : -b0));
-                }
-                sum0 += p[0] + p[1];
-                sum1 += p[2] + p[3];
-                pk[2 * j] = gpu_pack_bf16x2(p[0], p[1]);
-                pk[2 * j + 1] = gpu_pack_bf16x2(p[2], p[3]);
-            }
+            mw_probs<8>(s_lat, n0, n1, pk, sum0, sum1);
             /* P and the factors go out once warpgroup 1 is done with the previous ones */
             if (it > 0) gpu_mbar_wait(&hand[1], (unsigned)((it - 1) & 1));
 #pragma unroll
