@@ -573,8 +573,8 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
             x8 = fmaxf(x8, gpu_shfl_xor(x8, 1));
             x8 = fmaxf(x8, gpu_shfl_xor(x8, 2));
             float n0 = fmaxf(m0, x0), n8 = fmaxf(m8, x8);
-            float a0 = n0 == NEG_INF ? 1.0f : exp2f((m0 - n0) * LOG2E);
-            float a8 = n8 == NEG_INF ? 1.0f : exp2f((m8 - n8) * LOG2E);
+            float a0 = n0 == NEG_INF ? 1.0f : gpu_exp2_ftz((m0 - n0) * LOG2E);
+            float a8 = n8 == NEG_INF ? 1.0f : gpu_exp2_ftz((m8 - n8) * LOG2E);
             float b0 = n0 == NEG_INF ? 0.0f : n0 * LOG2E, b8 = n8 == NEG_INF ? 0.0f : n8 * LOG2E;
             uint32_t pf[4][4];
             float sum0 = 0, sum8 = 0;
@@ -583,10 +583,10 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
                 float p[2][4];
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    p[h][0] = exp2f(fmaf(v0[ks][h].x, LOG2E, -b0));
-                    p[h][1] = exp2f(fmaf(v0[ks][h].y, LOG2E, -b0));
-                    p[h][2] = exp2f(fmaf(v8[ks][h].x, LOG2E, -b8));
-                    p[h][3] = exp2f(fmaf(v8[ks][h].y, LOG2E, -b8));
+                    p[h][0] = gpu_exp2_ftz(fmaf(v0[ks][h].x, LOG2E, -b0));
+                    p[h][1] = gpu_exp2_ftz(fmaf(v0[ks][h].y, LOG2E, -b0));
+                    p[h][2] = gpu_exp2_ftz(fmaf(v8[ks][h].x, LOG2E, -b8));
+                    p[h][3] = gpu_exp2_ftz(fmaf(v8[ks][h].y, LOG2E, -b8));
                     if (n0 == NEG_INF) p[h][0] = p[h][1] = 0.0f;
                     if (n8 == NEG_INF) p[h][2] = p[h][3] = 0.0f;
                     sum0 += p[h][0] + p[h][1];
@@ -623,7 +623,8 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
 #ifdef DSRT_GPU_HAVE_WGMMA
 /* S = Q K^T for 64 heads and N keys (32 or 64) on wgmma, Q and the key rows in swizzled slices (dq,
  * dk: the first blocks' descriptors), latent and rope parts accumulated apart and combined as ops.h
- * rounds a score: bf16 of each part, of their sum, of the scaled sum, two scores a conversion. The
+ * rounds a score: bf16 of each part, of their sum (one bf16x2 add), of the scaled sum (the scale is
+ * a float, as the reference's), two scores a conversion. The
  * scores land in s (N/2 a thread, the accumulator layout). */
 template <int N> GPU_DEV void mw_scores(float *s, uint64_t dq, uint64_t dk, float scale)
 {
@@ -645,10 +646,8 @@ template <int N> GPU_DEV void mw_scores(float *s, uint64_t dq, uint64_t dk, floa
     }
 #pragma unroll
     for (int i = 0; i < N / 2; i += 2) {
-        float l0, l1, p0, p1;
-        gpu_round_bf16_pair(s[i], s[i + 1], l0, l1);
-        gpu_round_bf16_pair(pe[i], pe[i + 1], p0, p1);
-        gpu_round_bf16_pair(l0 + p0, l1 + p1, l0, l1);
+        uint32_t w = gpu_add_bf16x2(gpu_pack_bf16x2(s[i], s[i + 1]), gpu_pack_bf16x2(pe[i], pe[i + 1]));
+        float l0 = __int_as_float((int)(w << 16)), l1 = __int_as_float((int)(w & 0xffff0000u));
         gpu_round_bf16_pair(l0 * scale, l1 * scale, s[i], s[i + 1]);
     }
 }
@@ -669,7 +668,7 @@ GPU_DEV void mw_probs(const float *s, float na, float nb, uint32_t *pk, float &s
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             bool up = e >= 2;
-            p[e] = (up ? nb : na) == NEG_INF ? 0.0f : exp2f(fmaf(s[4 * j + e], LOG2E, up ? -bb : -ba));
+            p[e] = gpu_exp2_ftz(fmaf(s[4 * j + e], LOG2E, up ? -bb : -ba)); /* a row without a max: s = -inf */
         }
         suma += p[0] + p[1];
         sumb += p[2] + p[3];
@@ -773,8 +772,8 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
         /* online softmax: both warpgroups reach the same maxima; each sums its own keys */
         const float LOG2E = 1.4426950408889634f;
         float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
-        float a0 = n0 == NEG_INF ? 1.0f : exp2f((m0 - n0) * LOG2E);
-        float a1 = n1 == NEG_INF ? 1.0f : exp2f((m1 - n1) * LOG2E);
+        float a0 = n0 == NEG_INF ? 1.0f : gpu_exp2_ftz((m0 - n0) * LOG2E);
+        float a1 = n1 == NEG_INF ? 1.0f : gpu_exp2_ftz((m1 - n1) * LOG2E);
         float sum0, sum1;
         uint32_t pk[8];
         mw_probs<4>(s_lat, n0, n1, pk, sum0, sum1);
@@ -1095,8 +1094,8 @@ GPU_DEV void ms_math_body(const tc_args &a, uint8_t *Qs, uint8_t *Ks, uint8_t *P
 
             const float LOG2E = 1.4426950408889634f;
             float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
-            float a0 = n0 == NEG_INF ? 1.0f : exp2f((m0 - n0) * LOG2E);
-            float a1 = n1 == NEG_INF ? 1.0f : exp2f((m1 - n1) * LOG2E);
+            float a0 = n0 == NEG_INF ? 1.0f : gpu_exp2_ftz((m0 - n0) * LOG2E);
+            float a1 = n1 == NEG_INF ? 1.0f : gpu_exp2_ftz((m1 - n1) * LOG2E);
             float sum0, sum1;
             uint32_t pk[16];
             mw_probs<8>(s_lat, n0, n1, pk, sum0, sum1);

@@ -118,6 +118,16 @@ GPU_DEV void gpu_e4m3x4_scaled(uint32_t w, float s, float *f)
     f[3] *= mul;
 }
 
+/* 2^x on the special-function unit, results under 2^-126 flushed to zero, 2^-inf = 0. A softmax
+ * weight that small is nothing beside the row's largest (1); exp2f's subnormal fix-up costs about
+ * eight instructions an element and spills its predicates (the wgmma decode's softmax was half that). */
+GPU_DEV float gpu_exp2_ftz(float x)
+{
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+}
+
 /* x rounded to bf16 (nearest even) and back, in two instructions. */
 GPU_DEV float gpu_round_bf16_fast(float x) { return __int_as_float((int)(gpu_pack_bf16x2(x, 0.0f) << 16)); }
 

@@ -25,13 +25,15 @@ GPU_DEV void gpu_mbar_arrive(uint64_t *bar)
     asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];\n" ::"r"(gpu_smem_addr(bar)) : "memory");
 }
 
-/* Waits for the phase of parity `parity` to complete (acquire, cluster-wide: a peer block's
- * asynchronous stores counted on it are visible after). */
+/* Waits for the phase of parity `parity` to complete (acquire at block scope). A peer block's
+ * st.async stores counted on the barrier are in this block's shared memory once the phase completes
+ * (the tx count is the handover, as with a multicast TMA); a cluster-scope acquire would add an L1
+ * invalidation (CCTL.IVALL) to every wait, which ncu found on the decode kernel's hottest lines. */
 GPU_DEV void gpu_mbar_wait(uint64_t *bar, unsigned parity)
 {
     uint32_t done;
     do {
-        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
                      " selp.u32 %0, 1, 0, p;\n}\n"
                      : "=r"(done)
                      : "r"(gpu_smem_addr(bar)), "r"(parity)
@@ -80,10 +82,11 @@ GPU_DEV void gpu_st_async4(uint32_t addr, uint32_t v, uint32_t bar)
                  : "memory");
 }
 
-/* Arrival on another block's mbarrier (a peer address), releasing this thread's earlier accesses. */
+/* Arrival on another block's mbarrier (a peer address), releasing this thread's earlier accesses at
+ * block scope, as CUTLASS's cluster barriers do: the .cluster form costs a GPU-wide memory barrier. */
 GPU_DEV void gpu_mbar_arrive_peer(uint32_t bar)
 {
-    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(bar) : "memory");
+    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
 
 /* Arrival that also expects `bytes` more of asynchronous stores before the phase completes. */

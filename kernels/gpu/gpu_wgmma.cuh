@@ -105,6 +105,14 @@ GPU_DEV void gpu_wgmma_m64n256_bf16_tb(float *d, uint64_t da, uint64_t db, int a
                  "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
                  : "l"(da), "l"(db), "r"(acc));
 }
+/* a + b for two bf16 pairs, rounded once to bf16 (nearest even): the same as rounding the float sum of
+ * the two bf16, which is exact unless the smaller is far below the larger's half unit. */
+GPU_DEV uint32_t gpu_add_bf16x2(uint32_t a, uint32_t b)
+{
+    uint32_t r;
+    asm("add.rn.bf16x2 %0, %1, %2;\n" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
 #endif /* DSRT_GPU_HAVE_WGMMA */
 
 #endif
