@@ -391,6 +391,32 @@ static dsrt_status copy_to(fwd *F, int from, const dsrt_tensor *src, int to, dsr
     return dsrt_stream_copy(ST(F, to), src->buf, src->offset, dst->buf, dst->offset, dsrt_tensor_nbytes(src));
 }
 
+/* The expert census (dsrt_model_set_expert_census): which routed experts the step's rows chose in
+ * layer `l` (ids: T x k on stream s). */
+static dsrt_status census(fwd *F, dsrt_stream *s, const dsrt_tensor *ids, int64_t l)
+{
+    dsrt_model *m = F->m;
+    int64_t n = dsrt_tensor_numel(ids), E = m->cfg.n_routed_experts, count = 0;
+    int32_t *v = malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+    if (!v) return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory for the expert census");
+    dsrt_status st = dsrt_stream_read(s, ids->buf, ids->offset, v, dsrt_tensor_nbytes(ids));
+    if (!st) st = dsrt_stream_sync(s);
+    uint8_t *used = m->census_used + l * E;
+    memset(used, 0, (size_t)E);
+    for (int64_t i = 0; !st && i < n; i++) {
+        if (v[i] < 0 || v[i] >= E) {
+            st = dsrt_error(DSRT_CODE_INTERNAL, "expert census: layer %lld chose expert %d of %lld", (long long)l, (int)v[i],
+                            (long long)E);
+            break;
+        }
+        count += !used[v[i]];
+        used[v[i]] = 1;
+    }
+    if (!st) m->census_count[l] = count;
+    free(v);
+    return st;
+}
+
 static dsrt_status moe(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const dsrt_tensor *out)
 {
     dsrt_model *m = F->m;
@@ -415,6 +441,7 @@ static dsrt_status moe(fwd *F, dsrt_layer *ly, const dsrt_tensor *x, const dsrt_
     DSRT_TRY(dsrt_moe_gate(s, &logits, ly->router_bias.buf ? &ly->router_bias : NULL, (int)k, (int)c->n_group, (int)c->topk_group,
                            strcmp(c->scoring_func, "softmax") == 0 ? DSRT_SCORE_SOFTMAX : DSRT_SCORE_SIGMOID, c->norm_topk_prob,
                            (float)c->routed_scaling_factor, &ids, &w));
+    if (m->census_used) DSRT_TRY(census(F, s, &ids, ly - m->layers));
     if (ly->n_shards == 1 && ly->shards[0].dev == dev)
         return expert_shard(F, &ly->shards[0], x, &ids, &w, shared.buf ? &shared : NULL, out); /* the official order */
     /* Experts over several devices: each shard's weighted sum in f32, added on the FFN device. */
@@ -567,7 +594,7 @@ static dsrt_status build_rows(fwd *F, const dsrt_batch_item *items, int n)
     /* Decode on one device replays recorded graphs; shapes round up to capacities so that one graph
      * serves many steps (score columns past a row's length are -inf, block table entries past its
      * pages -1: the results do not change). */
-    F->graph = !F->prefill && m->n_devs == 1 && !m->graphs_off && !getenv("DSRT_DUMP_DIR");
+    F->graph = !F->prefill && m->n_devs == 1 && !m->graphs_off && !m->census_used && !getenv("DSRT_DUMP_DIR");
     if (F->graph) {
         int64_t cap = m->n_pages * m->page_size, w = (F->max_kv + 255) / 256 * 256;
         F->kv_width = w < cap ? w : cap;

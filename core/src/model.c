@@ -163,6 +163,8 @@ void dsrt_model_free(dsrt_model *m)
     dsrt_checkpoint_close(m->ck);
     dsrt_placement_free(&m->place);
     free(m->free_pages);
+    free(m->census_used);
+    free(m->census_count);
     free(m);
 }
 
@@ -171,6 +173,35 @@ dsrt_numerics dsrt_model_numerics(const dsrt_model *m) { return m->numerics; }
 uint64_t dsrt_model_weight_bytes(const dsrt_model *m) { return m->weight_bytes; }
 const char *dsrt_model_placement_summary(const dsrt_model *m) { return m->summary; }
 uint64_t dsrt_model_graph_replays(const dsrt_model *m) { return m->graph_replays; }
+
+dsrt_status dsrt_model_set_expert_census(dsrt_model *m, bool on)
+{
+    free(m->census_used);
+    free(m->census_count);
+    m->census_used = NULL;
+    m->census_count = NULL;
+    if (!on) return DSRT_OK;
+    int64_t L = m->cfg.num_hidden_layers, E = m->cfg.n_routed_experts > 0 ? m->cfg.n_routed_experts : 1;
+    m->census_used = calloc((size_t)(L * E), 1);
+    m->census_count = malloc(sizeof(int64_t) * (size_t)(L > 0 ? L : 1));
+    if (!m->census_used || !m->census_count) {
+        free(m->census_used);
+        free(m->census_count);
+        m->census_used = NULL;
+        m->census_count = NULL;
+        return dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory for the expert census");
+    }
+    for (int64_t l = 0; l < L; l++) m->census_count[l] = -1;
+    return DSRT_OK;
+}
+
+int64_t dsrt_model_experts_used(const dsrt_model *m, int64_t layer, uint8_t *used)
+{
+    if (!m->census_count || layer < 0 || layer >= m->cfg.num_hidden_layers || m->census_count[layer] < 0) return -1;
+    int64_t E = m->cfg.n_routed_experts;
+    if (used) memcpy(used, m->census_used + layer * E, (size_t)E);
+    return m->census_count[layer];
+}
 
 dsrt_status dsrt_seq_create(dsrt_model *m, dsrt_seq **out)
 {

@@ -135,6 +135,10 @@ struct dsrt_model {
     bool always_select;
     bool graphs_off;   /* the device cannot capture, or DSRT_NO_GRAPHS is set */
     dsrt_graph_entry graphs[DSRT_GRAPH_CACHE];
+    /* expert census (NULL: off): per layer, 1 per routed expert used in the last counted forward,
+     * and how many (-1: not counted) */
+    uint8_t *census_used;
+    int64_t *census_count;
     uint64_t graph_clock, graph_replays;
     char summary[512];
 };

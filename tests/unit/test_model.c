@@ -258,6 +258,58 @@ START_TEST(batched_equals_alone)
 }
 END_TEST
 
+/* The expert census: a batch of two sequences uses exactly the union of the routed experts each uses
+ * alone at the same point (tiny-yarn: layer 0 dense, layer 1 2 of 8 experts a row); off, nothing. */
+static int64_t census_step(dsrt_model *m, dsrt_seq *const *seqs, const int32_t *const *toks, const int64_t *len, int n,
+                           uint8_t *used)
+{
+    float *out = malloc(sizeof(float) * (size_t)(64 * dsrt_model_get_config(m)->vocab_size));
+    dsrt_batch_item it[2];
+    for (int i = 0; i < n; i++) it[i] = (dsrt_batch_item){seqs[i], toks[i], len[i], false};
+    ck_ok(dsrt_model_forward(m, it, n, out)); /* the prompts */
+    ck_ok(dsrt_model_set_expert_census(m, true));
+    ck_assert_int_eq(dsrt_model_experts_used(m, 1, NULL), -1); /* nothing counted yet */
+    for (int i = 0; i < n; i++) it[i] = (dsrt_batch_item){seqs[i], toks[i] + len[i], 1, false};
+    ck_ok(dsrt_model_forward(m, it, n, out)); /* one decode step, counted */
+    ck_assert_int_eq(dsrt_model_experts_used(m, 0, NULL), -1); /* a dense layer */
+    int64_t k = dsrt_model_experts_used(m, 1, used);
+    ck_ok(dsrt_model_set_expert_census(m, false));
+    ck_assert_int_eq(dsrt_model_experts_used(m, 1, NULL), -1);
+    free(out);
+    return k;
+}
+
+START_TEST(expert_census_is_the_union)
+{
+    golden g = load_golden("tiny-yarn", "f32");
+    dsrt_model *m = load(case_dir("tiny-yarn"), DSRT_NUMERICS_F32, NULL, false);
+    const dsrt_model_config *c = dsrt_model_get_config(m);
+    ck_assert_int_eq(c->n_routed_experts, 8);
+    const int32_t *toks[2] = {g.tokens, g.tokens + 9};
+    int64_t len[2] = {18, 13};
+    uint8_t a[8], b[8], ab[8];
+    dsrt_seq *s[2];
+    ck_ok(dsrt_seq_create(m, &s[0]));
+    ck_assert_int_eq(census_step(m, s, toks, len, 1, a), c->num_experts_per_tok); /* one row: its k experts */
+    dsrt_seq_free(s[0]);
+    ck_ok(dsrt_seq_create(m, &s[0]));
+    ck_assert_int_eq(census_step(m, s, toks + 1, len + 1, 1, b), c->num_experts_per_tok);
+    dsrt_seq_free(s[0]);
+    ck_ok(dsrt_seq_create(m, &s[0]));
+    ck_ok(dsrt_seq_create(m, &s[1]));
+    int64_t n = census_step(m, s, toks, len, 2, ab), u = 0;
+    for (int e = 0; e < 8; e++) {
+        ck_assert_msg(ab[e] == (a[e] | b[e]), "expert %d: batch %d, alone %d and %d", e, ab[e], a[e], b[e]);
+        u += ab[e];
+    }
+    ck_assert_int_eq(n, u);
+    dsrt_seq_free(s[0]);
+    dsrt_seq_free(s[1]);
+    dsrt_model_free(m);
+    free_golden(&g);
+}
+END_TEST
+
 /* With a prompt no longer than index_topk, DSA (the indexer's top-k forced on: it must select every
  * visible position) equals dense attention; and a V3-style config (no index_* fields) over the same
  * weights runs dense MLA with the same logits. */
@@ -475,6 +527,7 @@ static Suite *suite(void)
     tcase_add_loop_test(p, decode_equals_prefill, 0, 2);
     tcase_add_loop_test(p, chunked_equals_one_prefill, 0, 2);
     tcase_add_test(p, batched_equals_alone);
+    tcase_add_test(p, expert_census_is_the_union);
     tcase_add_test(p, dsa_equals_dense_short_prompt);
     if (strcmp(test_device(), "cpu") == 0) tcase_add_test(p, placement_two_devices); /* two CPU devices */
     tcase_add_test(p, forward_rejects_bad_tokens);

@@ -114,7 +114,9 @@ static dsrt_status measure_bandwidth(const char *spec, double *gbs, double *peak
 /* Bytes a decode step reads for `batch` sequences at context `ctx`: every attention, indexer, dense and
  * shared weight, the routed experts the batch touches (expected distinct ones), the head, and the KV
  * and indexer-key cache rows attention and the indexer read. */
-static double decode_bytes(const dsrt_model_config *c, bool fp8, int batch, int64_t ctx)
+/* Bytes a decode step reads. used[l]: the distinct routed experts MoE layer l used (the expert
+ * census), or NULL for the expectation under uniformly random routing. */
+static double decode_bytes(const dsrt_model_config *c, bool fp8, int batch, int64_t ctx, const int64_t *used)
 {
     double wb = fp8 && c->fp8 ? 1.0 : 2.0; /* bytes per weight */
     double H = (double)c->hidden_size, nh = (double)c->num_attention_heads, dn = (double)c->qk_nope_head_dim;
@@ -132,7 +134,8 @@ static double decode_bytes(const dsrt_model_config *c, bool fp8, int batch, int6
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         total += attn + idx;
         if (dsrt_config_layer_is_moe(c, l))
-            total += E * H * 2 + distinct * expert + 3.0 * (double)(c->moe_intermediate_size * c->n_shared_experts) * H * wb;
+            total += E * H * 2 + (used && used[l] >= 0 ? (double)used[l] : distinct) * expert +
+                     3.0 * (double)(c->moe_intermediate_size * c->n_shared_experts) * H * wb;
         else total += 3.0 * (double)c->intermediate_size * H * wb;
         double visible = (double)ctx + 1;
         double attended = c->has_indexer && visible > (double)c->index_topk ? (double)c->index_topk : visible;
@@ -188,6 +191,7 @@ static dsrt_status bench_model(const bench_opts *o, const char *backend, double 
     dsrt_batch_item *items = calloc((size_t)batch, sizeof *items);
     float *logits = NULL;
     double bw = 0, peak_bw = 0;
+    int64_t *used = NULL; /* per layer: routed experts the census step used */
     if (!seqs || !toks || !items) st = dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory");
     double t0 = now_s();
     if (!st) st = dsrt_model_load(dir ? dir : "(synthetic)", &opt, &m);
@@ -237,8 +241,20 @@ static dsrt_status bench_model(const bench_opts *o, const char *backend, double 
     for (long long g = 0; g < gen && !st; g++) st = dsrt_model_forward(m, items, (int)batch, logits);
     double t_decode = (now_s() - t0) / (double)gen;
     if (st) goto done;
+    /* one more step with the expert census on: the experts the batch's rows really chose (the
+     * expectation under uniform routing overcounts a router that sends the rows to shared experts) */
+    used = malloc(sizeof(int64_t) * (size_t)(c->num_hidden_layers > 0 ? c->num_hidden_layers : 1));
+    if (!used) {
+        st = dsrt_error(DSRT_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        goto done;
+    }
+    if ((st = dsrt_model_set_expert_census(m, true))) goto done;
+    st = dsrt_model_forward(m, items, (int)batch, logits);
+    for (int64_t l = 0; l < c->num_hidden_layers; l++) used[l] = dsrt_model_experts_used(m, l, NULL);
+    dsrt_status_free(dsrt_model_set_expert_census(m, false));
+    if (st) goto done;
     if ((st = measure_bandwidth(backend, &bw, &peak_bw))) goto done;
-    double bytes = decode_bytes(c, fp8, (int)batch, context + warm + gen / 2);
+    double bytes = decode_bytes(c, fp8, (int)batch, context + warm + gen / 2, used);
     double roof = bytes / (bw * 1e9);
     *decode_tps = (double)batch / t_decode;
     printf("decode: batch %lld at context %lld: %.2f ms/step = %.2f tokens/s over %lld steps after %lld warm-up steps "
@@ -250,8 +266,12 @@ static dsrt_status bench_model(const bench_opts *o, const char *backend, double 
     printf("\nroofline: %.3f GB read per step -> %.2f ms at the measured bandwidth; decode reaches %.1f%% of it", bytes / 1e9,
            roof * 1e3, 100.0 * roof / t_decode);
     if (peak_bw > 0) printf(" (%.1f%% of the datasheet roofline)", 100.0 * bytes / (peak_bw * 1e9) / t_decode);
-    printf("\n");
+    printf("\nrouted experts read per MoE layer (census of one step):");
+    for (int64_t l = 0; l < c->num_hidden_layers; l++)
+        if (used[l] >= 0) printf(" %lld", (long long)used[l]);
+    printf(" of %lld\n", (long long)c->n_routed_experts);
 done:
+    free(used);
     for (long long b = 0; b < batch && seqs; b++) dsrt_seq_free(seqs[b]);
     free(seqs);
     free(items);

@@ -56,6 +56,14 @@ uint64_t dsrt_model_weight_bytes(const dsrt_model *m);
 uint64_t dsrt_model_graph_replays(const dsrt_model *m);
 /* A one-line description of where each block runs. */
 const char *dsrt_model_placement_summary(const dsrt_model *m);
+/* Expert census: while on, each forward records which routed experts every MoE layer used (one
+ * synchronization and a download of the choices per layer, and no recorded graph), so that a
+ * benchmark can count the expert weights a step really read. Turning it on clears the record. */
+dsrt_status dsrt_model_set_expert_census(dsrt_model *m, bool on);
+/* How many distinct routed experts layer `layer` used in the last forward with the census on, and
+ * in `used` (n_routed_experts bytes, may be NULL) a 1 for each; -1 for a layer without routed
+ * experts, one not counted yet, or with the census off. */
+int64_t dsrt_model_experts_used(const dsrt_model *m, int64_t layer, uint8_t *used);
 
 /* A sequence owns its KV cache pages; its length is the number of tokens fed so far. */
 dsrt_status dsrt_seq_create(dsrt_model *m, dsrt_seq **out);
