@@ -329,7 +329,30 @@ GPU_DEV void md_scale_rows(float *v, float fa, float fb)
     }
 }
 
-/* End of a tile's online-softmax step for a thread's rows a and b (both tensor-core kernels): the
+#define MD_LOG2E 1.4426950408889634f /* scores become powers of two: e^s = 2^(s log2 e) */
+
+/* A thread's share of its rows' tile maxima (xa, xb) made the maxima over the four threads of the
+ * quad that holds the rows. */
+GPU_DEV void md_quad_max(float &xa, float &xb)
+{
+    xa = fmaxf(xa, gpu_shfl_xor(xa, 1));
+    xa = fmaxf(xa, gpu_shfl_xor(xa, 2));
+    xb = fmaxf(xb, gpu_shfl_xor(xb, 1));
+    xb = fmaxf(xb, gpu_shfl_xor(xb, 2));
+}
+
+/* Start of a tile's online-softmax step for rows a and b (the tensor-core kernels): from the tile's
+ * row maxima xa, xb and the running ones ma, mb, the new maxima na, nb and the factors fa, fb =
+ * e^(m - n) that rescale what came before (1 while a row has no score yet). */
+GPU_DEV void md_softmax_begin(float xa, float xb, float ma, float mb, float &na, float &nb, float &fa, float &fb)
+{
+    na = fmaxf(ma, xa);
+    nb = fmaxf(mb, xb);
+    fa = na == NEG_INF ? 1.0f : gpu_exp2_ftz((ma - na) * MD_LOG2E);
+    fb = nb == NEG_INF ? 1.0f : gpu_exp2_ftz((mb - nb) * MD_LOG2E);
+}
+
+/* End of a tile's online-softmax step for a thread's rows a and b (the tensor-core kernels): the
  * quad's p sums added up, the row sums rescaled and extended, the new maxima kept, and the output
  * fragment (v[4i], v[4i+1] row a; v[4i+2], v[4i+3] row b) rescaled. */
 GPU_DEV void md_softmax_advance(float *v, float sa, float sb, float fa, float fb, float na, float nb, float &la,
@@ -555,7 +578,6 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
         /* Online softmax over the tile, straight from this thread's P fragment elements: rows hw+g and
          * hw+g+8, keys ks*16 + 2cq + {0,1,8,9}; the quad's four lanes together hold a row's 64 keys. */
         {
-            const float LOG2E = 1.4426950408889634f;
             const float *s0 = Ss + (hw + g) * MD_SPITCH, *s8 = Ss + (hw + g + 8) * MD_SPITCH;
             float2 v0[4][2], v8[4][2];
             float x0 = NEG_INF, x8 = NEG_INF;
@@ -568,14 +590,10 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
                     x0 = fmaxf(x0, fmaxf(v0[ks][h].x, v0[ks][h].y));
                     x8 = fmaxf(x8, fmaxf(v8[ks][h].x, v8[ks][h].y));
                 }
-            x0 = fmaxf(x0, gpu_shfl_xor(x0, 1));
-            x0 = fmaxf(x0, gpu_shfl_xor(x0, 2));
-            x8 = fmaxf(x8, gpu_shfl_xor(x8, 1));
-            x8 = fmaxf(x8, gpu_shfl_xor(x8, 2));
-            float n0 = fmaxf(m0, x0), n8 = fmaxf(m8, x8);
-            float a0 = n0 == NEG_INF ? 1.0f : gpu_exp2_ftz((m0 - n0) * LOG2E);
-            float a8 = n8 == NEG_INF ? 1.0f : gpu_exp2_ftz((m8 - n8) * LOG2E);
-            float b0 = n0 == NEG_INF ? 0.0f : n0 * LOG2E, b8 = n8 == NEG_INF ? 0.0f : n8 * LOG2E;
+            md_quad_max(x0, x8);
+            float n0, n8, a0, a8;
+            md_softmax_begin(x0, x8, m0, m8, n0, n8, a0, a8);
+            float b0 = n0 == NEG_INF ? 0.0f : n0 * MD_LOG2E, b8 = n8 == NEG_INF ? 0.0f : n8 * MD_LOG2E;
             uint32_t pf[4][4];
             float sum0 = 0, sum8 = 0;
 #pragma unroll
@@ -583,12 +601,10 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_tc(tc_args a)
                 float p[2][4];
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    p[h][0] = gpu_exp2_ftz(fmaf(v0[ks][h].x, LOG2E, -b0));
-                    p[h][1] = gpu_exp2_ftz(fmaf(v0[ks][h].y, LOG2E, -b0));
-                    p[h][2] = gpu_exp2_ftz(fmaf(v8[ks][h].x, LOG2E, -b8));
-                    p[h][3] = gpu_exp2_ftz(fmaf(v8[ks][h].y, LOG2E, -b8));
-                    if (n0 == NEG_INF) p[h][0] = p[h][1] = 0.0f;
-                    if (n8 == NEG_INF) p[h][2] = p[h][3] = 0.0f;
+                    p[h][0] = gpu_exp2_ftz(fmaf(v0[ks][h].x, MD_LOG2E, -b0));
+                    p[h][1] = gpu_exp2_ftz(fmaf(v0[ks][h].y, MD_LOG2E, -b0));
+                    p[h][2] = gpu_exp2_ftz(fmaf(v8[ks][h].x, MD_LOG2E, -b8));
+                    p[h][3] = gpu_exp2_ftz(fmaf(v8[ks][h].y, MD_LOG2E, -b8)); /* a row without a max: -inf */
                     sum0 += p[h][0] + p[h][1];
                     sum8 += p[h][2] + p[h][3];
                 }
@@ -658,8 +674,7 @@ template <int N> GPU_DEV void mw_scores(float *s, uint64_t dq, uint64_t dk, floa
 template <int J>
 GPU_DEV void mw_probs(const float *s, float na, float nb, uint32_t *pk, float &suma, float &sumb)
 {
-    const float LOG2E = 1.4426950408889634f;
-    float ba = na == NEG_INF ? 0.0f : na * LOG2E, bb = nb == NEG_INF ? 0.0f : nb * LOG2E;
+    float ba = na == NEG_INF ? 0.0f : na * MD_LOG2E, bb = nb == NEG_INF ? 0.0f : nb * MD_LOG2E;
     suma = 0;
     sumb = 0;
 #pragma unroll
@@ -668,7 +683,7 @@ GPU_DEV void mw_probs(const float *s, float na, float nb, uint32_t *pk, float &s
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             bool up = e >= 2;
-            p[e] = gpu_exp2_ftz(fmaf(s[4 * j + e], LOG2E, up ? -bb : -ba)); /* a row without a max: s = -inf */
+            p[e] = gpu_exp2_ftz(fmaf(s[4 * j + e], MD_LOG2E, up ? -bb : -ba)); /* a row without a max: s = -inf */
         }
         suma += p[0] + p[1];
         sumb += p[2] + p[3];
@@ -757,10 +772,7 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
             if (i & 2) x1 = fmaxf(x1, s_lat[i]);
             else x0 = fmaxf(x0, s_lat[i]);
         }
-        x0 = fmaxf(x0, gpu_shfl_xor(x0, 1));
-        x0 = fmaxf(x0, gpu_shfl_xor(x0, 2));
-        x1 = fmaxf(x1, gpu_shfl_xor(x1, 1));
-        x1 = fmaxf(x1, gpu_shfl_xor(x1, 2));
+        md_quad_max(x0, x1);
         if (cq == 0) {
             red[wg * 64 + r0] = x0;
             red[wg * 64 + r1] = x1;
@@ -770,11 +782,8 @@ static __global__ void __launch_bounds__(256, 1) k_mla_decode_wg(tc_args a)
         x1 = fmaxf(red[r1], red[64 + r1]);
 
         /* online softmax: both warpgroups reach the same maxima; each sums its own keys */
-        const float LOG2E = 1.4426950408889634f;
-        float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
-        float a0 = n0 == NEG_INF ? 1.0f : gpu_exp2_ftz((m0 - n0) * LOG2E);
-        float a1 = n1 == NEG_INF ? 1.0f : gpu_exp2_ftz((m1 - n1) * LOG2E);
-        float sum0, sum1;
+        float n0, n1, a0, a1, sum0, sum1;
+        md_softmax_begin(x0, x1, m0, m1, n0, n1, a0, a1);
         uint32_t pk[8];
         mw_probs<4>(s_lat, n0, n1, pk, sum0, sum1);
 #pragma unroll
@@ -1087,16 +1096,9 @@ GPU_DEV void ms_math_body(const tc_args &a, uint8_t *Qs, uint8_t *Ks, uint8_t *P
                 if (i & 2) x1 = fmaxf(x1, s_lat[i]);
                 else x0 = fmaxf(x0, s_lat[i]);
             }
-            x0 = fmaxf(x0, gpu_shfl_xor(x0, 1));
-            x0 = fmaxf(x0, gpu_shfl_xor(x0, 2));
-            x1 = fmaxf(x1, gpu_shfl_xor(x1, 1));
-            x1 = fmaxf(x1, gpu_shfl_xor(x1, 2));
-
-            const float LOG2E = 1.4426950408889634f;
-            float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
-            float a0 = n0 == NEG_INF ? 1.0f : gpu_exp2_ftz((m0 - n0) * LOG2E);
-            float a1 = n1 == NEG_INF ? 1.0f : gpu_exp2_ftz((m1 - n1) * LOG2E);
-            float sum0, sum1;
+            md_quad_max(x0, x1);
+            float n0, n1, a0, a1, sum0, sum1;
+            md_softmax_begin(x0, x1, m0, m1, n0, n1, a0, a1);
             uint32_t pk[16];
             mw_probs<8>(s_lat, n0, n1, pk, sum0, sum1);
             /* P and the factors go out once warpgroup 1 is done with the previous ones */
