@@ -112,15 +112,20 @@ static uint64_t mix(uint64_t z)
 
 static uint8_t fp8_code(uint8_t b) { return (uint8_t)((b & 0x80) | ((4 + (b & 0x3f) % 7) << 3) | (b & 7)); }
 
-/* Four codes with exponent fields 4..10 (magnitudes in [1/8, 8), no NaN), from the name's hash. */
-int dsrt_checkpoint_fp8_pattern(const dsrt_checkpoint *ck, const dsrt_st_tensor *t, uint32_t *pattern)
+/* Codes with exponent fields 4..10 (magnitudes in [1/8, 8), no NaN), from the name's hash. Varied
+ * codes matter: with one short pattern every row of a matrix is the same, each linear layer's output is a
+ * constant vector, and the router sends a whole batch to the same few experts. */
+int dsrt_checkpoint_fp8_period(const dsrt_checkpoint *ck, const dsrt_st_tensor *t, uint8_t *block, size_t *period)
 {
     if (t->data || t->dtype != DSRT_E4M3) return 0;
     uint64_t s = ck->seed;
     for (const char *p = t->name; *p; p++) s = mix(s ^ (uint64_t)(unsigned char)*p);
-    uint64_t r = mix(s);
-    *pattern = 0;
-    for (int k = 0; k < 4; k++) *pattern |= (uint32_t)fp8_code((uint8_t)(r >> (8 * k))) << (8 * k);
+    size_t n = t->nbytes < DSRT_SYNTHETIC_FP8_PERIOD ? t->nbytes : DSRT_SYNTHETIC_FP8_PERIOD;
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t r = mix(s + i);
+        for (size_t k = 0; k < 8 && i + k < n; k++) block[i + k] = fp8_code((uint8_t)(r >> (8 * k)));
+    }
+    *period = n;
     return 1;
 }
 
@@ -135,9 +140,14 @@ dsrt_status dsrt_checkpoint_generate(const dsrt_checkpoint *ck, const dsrt_st_te
     size_t l = strlen(t->name);
     bool is_norm = t->ndim == 1 && !strstr(t->name, "bias");
     if (t->dtype == DSRT_E4M3) {
-        uint32_t pat;
-        dsrt_checkpoint_fp8_pattern(ck, t, &pat);
-        for (int64_t i = 0; i < n; i++) ((uint8_t *)dst)[i] = (uint8_t)(pat >> (8 * (i % 4)));
+        uint8_t *d = dst;
+        size_t have, total = t->nbytes;
+        dsrt_checkpoint_fp8_period(ck, t, d, &have); /* dst holds at least the first period */
+        while (have < total) { /* repeat what is there, doubling */
+            size_t c = have < total - have ? have : total - have;
+            memcpy(d + have, d, c);
+            have += c;
+        }
         return DSRT_OK;
     }
     if (t->dtype == DSRT_F32 && l > 17 && strcmp(t->name + l - 17, ".weight_scale_inv") == 0) {

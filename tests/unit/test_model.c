@@ -13,6 +13,7 @@
 
 #include "dsrt/file_util.h"
 #include "dsrt/model.h"
+#include "dsrt/safetensors.h"
 #include "testutil.h"
 
 typedef struct {
@@ -310,6 +311,112 @@ START_TEST(expert_census_is_the_union)
 }
 END_TEST
 
+/* A small FP8 V3.2 config for generated weights: 1 dense + 1 MoE layer of 32 experts, 4 a token. */
+static const char synth_config[] =
+    "{\"model_type\":\"deepseek_v32\",\"vocab_size\":512,\"hidden_size\":256,\"intermediate_size\":512,"
+    "\"moe_intermediate_size\":128,\"num_hidden_layers\":2,\"first_k_dense_replace\":1,\"num_attention_heads\":4,"
+    "\"q_lora_rank\":128,\"kv_lora_rank\":128,\"qk_nope_head_dim\":64,\"qk_rope_head_dim\":64,\"v_head_dim\":64,"
+    "\"n_routed_experts\":32,\"num_experts_per_tok\":4,\"n_shared_experts\":1,\"n_group\":4,\"topk_group\":2,"
+    "\"routed_scaling_factor\":2.5,\"norm_topk_prob\":true,\"scoring_func\":\"sigmoid\",\"topk_method\":\"noaux_tc\","
+    "\"index_n_heads\":4,\"index_head_dim\":128,\"index_topk\":64,\"rms_norm_eps\":1e-6,\"rope_theta\":10000,"
+    "\"max_position_embeddings\":4096,\"quantization_config\":{\"quant_method\":\"fp8\",\"fmt\":\"e4m3\","
+    "\"scale_fmt\":\"ue8m0\",\"activation_scheme\":\"dynamic\",\"weight_block_size\":[128,128]},"
+    "\"bos_token_id\":0,\"eos_token_id\":1}";
+
+/* One safetensors file holding every tensor of `ck` as dsrt_checkpoint_data gives it (generated on the host). */
+static uint8_t *safetensors_of(const dsrt_checkpoint *ck, size_t *size)
+{
+    cJSON *h = cJSON_CreateObject();
+    size_t off = 0;
+    const dsrt_st_tensor *t;
+    for (size_t i = 0; (t = dsrt_checkpoint_at(ck, i)) != NULL; i++) {
+        cJSON *e = cJSON_AddObjectToObject(h, t->name);
+        cJSON_AddStringToObject(e, "dtype", t->dtype_name);
+        cJSON *sh = cJSON_AddArrayToObject(e, "shape");
+        for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
+        cJSON *o = cJSON_AddArrayToObject(e, "data_offsets");
+        cJSON_AddItemToArray(o, cJSON_CreateNumber((double)off));
+        cJSON_AddItemToArray(o, cJSON_CreateNumber((double)(off + t->nbytes)));
+        off += t->nbytes;
+    }
+    char *json = cJSON_PrintUnformatted(h);
+    cJSON_Delete(h);
+    size_t hl = (strlen(json) + 7) & ~(size_t)7;
+    uint8_t *f = malloc(8 + hl + off);
+    ck_assert_ptr_nonnull(f);
+    for (int k = 0; k < 8; k++) f[k] = (uint8_t)((uint64_t)hl >> (8 * k));
+    memset(f + 8, ' ', hl);
+    memcpy(f + 8, json, strlen(json));
+    free(json);
+    off = 0;
+    for (size_t i = 0; (t = dsrt_checkpoint_at(ck, i)) != NULL; i++) {
+        const void *d;
+        int owned;
+        ck_ok(dsrt_checkpoint_data(ck, t, &d, &owned));
+        memcpy(f + 8 + hl + off, d, t->nbytes);
+        if (owned) free((void *)d);
+        off += t->nbytes;
+    }
+    *size = 8 + hl + off;
+    return f;
+}
+
+/* Generated weights (dsrt bench --synthetic): a model filled on the device from each FP8 tensor's period
+ * gives exactly the logits of the same bytes generated on the host and loaded as a file; an FP8 matrix's
+ * rows all differ; and 8 different tokens are routed to more than 2 tokens' worth of experts (with one
+ * repeated 4-byte pattern every row was the same and whole batches went to the same few experts). */
+START_TEST(synthetic_weights_vary_and_load_alike)
+{
+    dsrt_model_options opt = {.device = test_device(), .max_context = 256, .page_size = 16,
+                              .synthetic_config = synth_config, .synthetic_seed = 7};
+    dsrt_model *gen = NULL, *file = NULL;
+    ck_ok(dsrt_model_load("(synthetic)", &opt, &gen));
+    const dsrt_model_config *c = dsrt_model_get_config(gen);
+    dsrt_checkpoint *ck;
+    ck_ok(dsrt_checkpoint_synthetic(c, 7, &ck));
+    const dsrt_st_tensor *w;
+    ck_ok(dsrt_checkpoint_get(ck, "model.layers.1.mlp.experts.3.up_proj.weight", &w));
+    const uint8_t *wb;
+    int owned;
+    ck_ok(dsrt_checkpoint_data(ck, w, (const void **)&wb, &owned));
+    for (int64_t r = 1; r < w->shape[0]; r++)
+        ck_assert_msg(memcmp(wb, wb + r * w->shape[1], (size_t)w->shape[1]) != 0, "row %lld equals row 0", (long long)r);
+    if (owned) free((void *)wb);
+    size_t size;
+    uint8_t *bytes = safetensors_of(ck, &size);
+    dsrt_checkpoint_close(ck);
+    dsrt_model_options fo = {.device = test_device(), .max_context = 256, .page_size = 16,
+                             .memory_config = synth_config, .memory_weights = bytes, .memory_weights_size = size};
+    ck_ok(dsrt_model_load("(host-generated)", &fo, &file));
+    const int32_t prompt[6] = {5, 77, 300, 12, 511, 2};
+    float *a = run_sequence(gen, prompt, 6, 4), *b = run_sequence(file, prompt, 6, 4);
+    float d = max_abs_diff(a, b, 6 * c->vocab_size);
+    ck_assert_msg(d == 0.0f, "device-filled vs host-generated weights: max |diff| %g", (double)d);
+    free(a);
+    free(b);
+    /* one decode step of 8 single-token sequences, counted */
+    dsrt_seq *s[8];
+    dsrt_batch_item it[8];
+    int32_t tok[8];
+    float *out = malloc(sizeof(float) * (size_t)(8 * c->vocab_size));
+    for (int i = 0; i < 8; i++) {
+        tok[i] = 3 + 61 * i;
+        ck_ok(dsrt_seq_create(gen, &s[i]));
+        it[i] = (dsrt_batch_item){s[i], &tok[i], 1, true};
+    }
+    ck_ok(dsrt_model_set_expert_census(gen, true));
+    ck_ok(dsrt_model_forward(gen, it, 8, out));
+    int64_t used = dsrt_model_experts_used(gen, 1, NULL);
+    ck_assert_msg(used > 2 * c->num_experts_per_tok, "8 tokens use %lld of %lld experts", (long long)used,
+                  (long long)c->n_routed_experts);
+    for (int i = 0; i < 8; i++) dsrt_seq_free(s[i]);
+    free(out);
+    dsrt_model_free(gen);
+    dsrt_model_free(file);
+    free(bytes);
+}
+END_TEST
+
 /* With a prompt no longer than index_topk, DSA (the indexer's top-k forced on: it must select every
  * visible position) equals dense attention; and a V3-style config (no index_* fields) over the same
  * weights runs dense MLA with the same logits. */
@@ -528,6 +635,7 @@ static Suite *suite(void)
     tcase_add_loop_test(p, chunked_equals_one_prefill, 0, 2);
     tcase_add_test(p, batched_equals_alone);
     tcase_add_test(p, expert_census_is_the_union);
+    tcase_add_test(p, synthetic_weights_vary_and_load_alike);
     tcase_add_test(p, dsa_equals_dense_short_prompt);
     if (strcmp(test_device(), "cpu") == 0) tcase_add_test(p, placement_two_devices); /* two CPU devices */
     tcase_add_test(p, forward_rejects_bad_tokens);

@@ -53,9 +53,13 @@ dsrt_status dsrt_checkpoint_synthetic(const struct dsrt_model_config *cfg, uint6
 /* The tensor's bytes: a pointer into the mapping (*owned = 0), or for generated tensors a heap buffer
  * the caller frees (*owned = 1). */
 dsrt_status dsrt_checkpoint_data(const dsrt_checkpoint *ck, const dsrt_st_tensor *t, const void **data, int *owned);
-/* Generated FP8 tensors are a repeated 4-byte pattern of valid codes (so loaders can fill device memory
- * directly instead of generating and copying gigabytes): returns 1 and the pattern for such tensors. */
-int dsrt_checkpoint_fp8_pattern(const dsrt_checkpoint *ck, const dsrt_st_tensor *t, uint32_t *pattern);
+/* Generated FP8 tensors repeat one block of DSRT_SYNTHETIC_FP8_PERIOD valid codes (a prime count, so
+ * the rows of a matrix whose width is a power-of-two multiple all differ), and loaders fill device memory
+ * from the block instead of generating and copying gigabytes. For such a tensor: writes the block's
+ * first min(period, tensor bytes) codes to `block` (DSRT_SYNTHETIC_FP8_PERIOD bytes), sets *period to
+ * that count and returns 1; byte i of the tensor is block[i % *period]. Returns 0 for other tensors. */
+#define DSRT_SYNTHETIC_FP8_PERIOD 65521
+int dsrt_checkpoint_fp8_period(const dsrt_checkpoint *ck, const dsrt_st_tensor *t, uint8_t *block, size_t *period);
 
 #ifdef __cplusplus
 }
