@@ -587,10 +587,11 @@ START_TEST(t_linear_fp8_engines)
         /* an aligned prefill shape, and ragged ones: prefill and chunk sizes that are not multiples of the
          * tile, weight row counts that leave a partial scale block, K with a block count not a multiple of 4,
          * and the tiny golden models' shapes (K of one or two blocks); a decode row, 16 rows (two token
-         * groups of the few-rows kernel) and 64 (four of its 16-token tiles) at the model's K */
+         * groups of the few-rows kernel) and 64 (four of its 16-token tiles) at the model's K, and 40 rows
+         * (two full 16-token tiles and a partial one) */
         const int64_t shapes[][3] = {{128, 768, 2048}, {20, 392, 640}, {12, 1536, 7168}, {20, 160, 128},
                                      {20, 384, 128},  {28, 128, 256}, {520, 200, 384},  {1, 2112, 7168},
-                                     {16, 4096, 7168}, {64, 2112, 7168}};
+                                     {16, 4096, 7168}, {64, 2112, 7168}, {40, 384, 2048}};
         for (int k = 0; k < (int)(sizeof shapes / sizeof shapes[0]); k++) {
             int64_t M = shapes[k][0], N = shapes[k][1], K = shapes[k][2];
             char what[96];
