@@ -309,6 +309,7 @@ typedef struct fp8_args {
     int early_fetch; /* the GEMV may fetch weights before gpu_grid_wait (params_settled) */
     int ws_rows;     /* the GEMV's weight-scale rows per 16-row block: 1 or 16 */
     int tile_first;  /* the GEMV's grid: x the token tiles, y the weight blocks (see fp8_gemv) */
+    int row_groups;  /* the GEMV's 16-row groups a block takes one after another */
 } fp8_args;
 
 #ifdef DSRT_GPU_HAVE_MMA
@@ -505,11 +506,11 @@ static __global__ void __launch_bounds__(256, 1) k_fp8_gemm(fp8_args a)
 #define FS_STAGES 3  /* K blocks per warp in flight (2 and 4 measured slower on the decode step) */
 #define FS_PIECES(T) (4 + 2 * (T)) /* 16-byte ring pieces per lane and stage: weights, then tokens */
 
-/* Shared memory of a k_fp8_gemv block: the ring, the weight-scale table [kb][wrows], the activation-
+/* Shared memory of a k_fp8_gemv block: the ring, the weight-scale table [group][kb][wrows], the activation-
  * scale table [kb][8T]. */
-static size_t fs_smem_bytes(int T, unsigned threads, int64_t kb_per, int wrows)
+static size_t fs_smem_bytes(int T, unsigned threads, int64_t kb_per, int wrows, int groups)
 {
-    return sizeof(uint4) * FS_PIECES(T) * FS_STAGES * threads + sizeof(float) * (size_t)kb_per * (wrows + 8 * T);
+    return sizeof(uint4) * FS_PIECES(T) * FS_STAGES * threads + sizeof(float) * (size_t)kb_per * (groups * wrows + 8 * T);
 }
 
 #ifdef DSRT_GPU_HAVE_MMA
@@ -567,9 +568,19 @@ GPU_DEV void fs_fetch_x(uint4 *mine, int slot, int nthr, const uint8_t *const *x
     }
     gpu_cp_async_commit();
 }
+
+/* A lane's two weight rows g and g + 8 of row group r (16 rows from nb + 16 r); a row past N reads
+ * row nb (always present), and its outputs are not stored. */
+GPU_DEV void fs_rows(const fp8_args &a, const uint8_t *wb, int64_t nb, int r, int g, const uint8_t **rg, const uint8_t **r8)
+{
+    int64_t ng = nb + 16 * r + g, n8 = ng + 8;
+    *rg = wb + (ng < a.N ? ng : nb) * a.w_rs;
+    *r8 = wb + (n8 < a.N ? n8 : nb) * a.w_rs;
+}
 #endif
 
-/* T token groups of 8 (T = 2 for dense M of 9..16). */
+/* T token groups of 8 (T = 2 for dense M of 9..64). A block takes a.row_groups groups of 16 weight
+ * rows one after another (short K: fewer, longer blocks), its warps' rings running on across them. */
 template <bool NATIVE, int T>
 static __global__ void __launch_bounds__(256, 2) k_fp8_gemv(fp8_args a)
 {
@@ -589,30 +600,36 @@ static __global__ void __launch_bounds__(256, 2) k_fp8_gemv(fp8_args a)
         m1 = m0 + 8 * T < a.M ? m0 + 8 * T : a.M;
     }
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, cq = lane % 4, warps = blockDim.x / 32;
-    int nthr = blockDim.x, tid = threadIdx.x, wrows = a.ws_rows;
-    int64_t n0 = (int64_t)(a.tile_first ? blockIdx.y : blockIdx.x) * FS_ROWS, nkb = a.nkb, ng = n0 + g, n8 = n0 + g + 8;
-    /* this block's K blocks: [kb0, kb1) of split blockIdx.z; warp w starts at kb0 + w */
+    int nthr = blockDim.x, tid = threadIdx.x, wrows = a.ws_rows, R = a.row_groups;
+    int64_t nb = (int64_t)(a.tile_first ? blockIdx.y : blockIdx.x) * FS_ROWS * R, nkb = a.nkb;
+    /* this block's K blocks: [kb0, kb1) of split blockIdx.z; warp w takes kb0 + w, + warps, ... */
     int64_t kb0 = (int64_t)blockIdx.z * a.kb_per, kb1 = kb0 + a.kb_per < nkb ? kb0 + a.kb_per : nkb;
     int kbn = (int)(kb1 - kb0);
-    float *wsc = (float *)(fs_ring + P * FS_STAGES * nthr); /* [kb][wrows], unscale folded in */
-    float *asc = wsc + (size_t)a.kb_per * wrows;           /* [kb][8T]: 0 past the tile */
-    /* weight rows n0 + g, n0 + g + 8 (row n0 stands in past N: those outputs are not stored) */
+    float *wsc = (float *)(fs_ring + P * FS_STAGES * nthr); /* [group][kb][wrows], unscale folded in */
+    float *asc = wsc + (size_t)R * a.kb_per * wrows;         /* [kb][8T]: 0 past the tile */
     const uint8_t *wb = (const uint8_t *)a.w.p + grp * a.w_bs + cq * 16;
-    const uint8_t *rg = wb + (ng < a.N ? ng : n0) * a.w_rs, *r8 = wb + (n8 < a.N ? n8 : n0) * a.w_rs;
     uint4 *mine = fs_ring + tid;
-    int its = kbn > warp ? (kbn - warp + warps - 1) / warps : 0; /* this warp's K blocks */
-    int64_t step = (int64_t)warps * 128, off = (kb0 + warp) * 128;
+    int its = kbn > warp ? (kbn - warp + warps - 1) / warps : 0; /* this warp's K blocks per row group */
+    int items = its * R;                                        /* (row group, K block), group-major */
     float unscale = NATIVE ? 1.0f : DSRT_FP8_F16_UNSCALE;
     /* with settled weights (dsrt_gpu_ctx.params_settled) the first weight blocks and the weight
      * scales are read while the kernels before this one finish */
     bool pre = !a.sched && a.early_fetch;
     if (!a.sched && !pre) gpu_grid_wait();
 #pragma unroll
-    for (int s = 0; s < FS_STAGES; s++) fs_fetch_w<T>(mine, s, nthr, rg + off + s * step, r8 + off + s * step, s < its);
-    for (int i = tid; i < kbn * wrows; i += nthr) {
-        int j = i / wrows, r = i % wrows;
-        int64_t n = n0 + r < a.N ? n0 + r : n0;
-        wsc[i] = unscale * gpu_scale_at(a.w, gpu_scale_row(a.w, grp, n) + gpu_scale_kcol(a.w, kb0 + j));
+    for (int s = 0; s < FS_STAGES; s++) {
+        const uint8_t *rg = NULL, *r8 = NULL;
+        int64_t off = 0;
+        if (s < items) {
+            fs_rows(a, wb, nb, s / its, g, &rg, &r8);
+            off = (kb0 + warp + (int64_t)(s % its) * warps) * 128;
+        }
+        fs_fetch_w<T>(mine, s, nthr, rg + off, r8 + off, s < items);
+    }
+    for (int i = tid; i < R * kbn * wrows; i += nthr) {
+        int r = i / (kbn * wrows), j = i / wrows % kbn, rr = i % wrows;
+        int64_t n = nb + 16 * r + rr < a.N ? nb + 16 * r + rr : nb;
+        wsc[(r * a.kb_per + j) * wrows + rr] = unscale * gpu_scale_at(a.w, gpu_scale_row(a.w, grp, n) + gpu_scale_kcol(a.w, kb0 + j));
     }
     if (pre) gpu_grid_wait();
     /* dependents launch once this kernel's wait is over, not before: released at the start, a chain
@@ -633,62 +650,75 @@ static __global__ void __launch_bounds__(256, 2) k_fp8_gemv(fp8_args a)
         xr[t] = a.q + (hx[t] ? r : m0) * a.K + cq * 16;
     }
 #pragma unroll
-    for (int s = 0; s < FS_STAGES; s++) fs_fetch_x<T>(mine, s, nthr, xr, hx, off + s * step, s < its);
-    off += FS_STAGES * step;
+    for (int s = 0; s < FS_STAGES; s++)
+        fs_fetch_x<T>(mine, s, nthr, xr, hx, s < items ? (kb0 + warp + (int64_t)(s % its) * warps) * 128 : 0, s < items);
     __syncthreads(); /* the scale tables */
     int rgw = wrows == 1 ? 0 : g, r8w = wrows == 1 ? 0 : g + 8;
-    float acc[T][4];
+    int slot = 0, it = 0;
+    for (int r = 0; r < R; r++) {
+        float acc[T][4];
 #pragma unroll
-    for (int t = 0; t < T; t++)
+        for (int t = 0; t < T; t++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) acc[t][e] = 0;
-    int slot = 0;
-    for (int it = 0; it < its; it++) {
-        gpu_cp_async_wait<FS_STAGES - 1>();
-        const uint4 *d = mine + P * slot * nthr;
-        int j = warp + it * warps;
-        uint4 wg0 = d[0], wg1 = d[nthr], w80 = d[2 * nthr], w81 = d[3 * nthr];
-        uint4 xv[2 * T];
+            for (int e = 0; e < 4; e++) acc[t][e] = 0;
+        for (int jj = 0; jj < its; jj++, it++) {
+            gpu_cp_async_wait<FS_STAGES - 1>();
+            const uint4 *d = mine + P * slot * nthr;
+            int j = warp + jj * warps;
+            uint4 wg0 = d[0], wg1 = d[nthr], w80 = d[2 * nthr], w81 = d[3 * nthr];
+            uint4 xv[2 * T];
 #pragma unroll
-        for (int i = 0; i < 2 * T; i++) xv[i] = d[(4 + i) * nthr];
-        asm volatile("" ::: "memory"); /* the slot is read before it is refilled */
-        bool more = it + FS_STAGES < its;
-        fs_fetch_w<T>(mine, slot, nthr, rg + off, r8 + off, more);
-        fs_fetch_x<T>(mine, slot, nthr, xr, hx, off, more);
-        off += step;
-        slot = slot + 1 == FS_STAGES ? 0 : slot + 1;
-        float sbg = wsc[j * wrows + rgw], sb8 = wsc[j * wrows + r8w];
+            for (int i = 0; i < 2 * T; i++) xv[i] = d[(4 + i) * nthr];
+            asm volatile("" ::: "memory"); /* the slot is read before it is refilled */
+            int nx = it + FS_STAGES;
+            bool more = nx < items;
+            const uint8_t *rg = NULL, *r8 = NULL;
+            int64_t off = 0;
+            if (more) {
+                fs_rows(a, wb, nb, nx / its, g, &rg, &r8);
+                off = (kb0 + warp + (int64_t)(nx % its) * warps) * 128;
+            }
+            fs_fetch_w<T>(mine, slot, nthr, rg + off, r8 + off, more);
+            fs_fetch_x<T>(mine, slot, nthr, xr, hx, off, more);
+            slot = slot + 1 == FS_STAGES ? 0 : slot + 1;
+            const float *ws = wsc + (r * a.kb_per + j) * wrows;
+            float sbg = ws[rgw], sb8 = ws[r8w];
 #pragma unroll
-        for (int t = 0; t < T; t++) {
-            float sa0 = asc[j * 8 * T + 8 * t + 2 * cq], sa1 = asc[j * 8 * T + 8 * t + 2 * cq + 1];
-            float part[4] = {0, 0, 0, 0};
+            for (int t = 0; t < T; t++) {
+                float sa0 = asc[j * 8 * T + 8 * t + 2 * cq], sa1 = asc[j * 8 * T + 8 * t + 2 * cq + 1];
+                float part[4] = {0, 0, 0, 0};
 #pragma unroll
-            for (int st = 0; st < 4; st++)
-                fs_step<NATIVE>(part, fs_word(wg0, st), fs_word(w80, st), fs_word(xv[2 * t], st));
+                for (int st = 0; st < 4; st++)
+                    fs_step<NATIVE>(part, fs_word(wg0, st), fs_word(w80, st), fs_word(xv[2 * t], st));
 #pragma unroll
-            for (int st = 0; st < 4; st++)
-                fs_step<NATIVE>(part, fs_word(wg1, st), fs_word(w81, st), fs_word(xv[2 * t + 1], st));
-            acc[t][0] += part[0] * (sbg * sa0);
-            acc[t][1] += part[1] * (sbg * sa1);
-            acc[t][2] += part[2] * (sb8 * sa0);
-            acc[t][3] += part[3] * (sb8 * sa1);
+                for (int st = 0; st < 4; st++)
+                    fs_step<NATIVE>(part, fs_word(wg1, st), fs_word(w81, st), fs_word(xv[2 * t + 1], st));
+                acc[t][0] += part[0] * (sbg * sa0);
+                acc[t][1] += part[1] * (sbg * sa1);
+                acc[t][2] += part[2] * (sb8 * sa0);
+                acc[t][3] += part[3] * (sb8 * sa1);
+            }
         }
-    }
+        /* the warps' sums of row group r, added in warp order by warp 0 */
 #pragma unroll
-    for (int t = 0; t < T; t++)
+        for (int t = 0; t < T; t++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) red[warp][lane][4 * t + e] = acc[t][e];
-    __syncthreads();
-    if (warp != 0) return;
+            for (int e = 0; e < 4; e++) red[warp][lane][4 * t + e] = acc[t][e];
+        __syncthreads();
+        if (warp == 0) {
+            int64_t ng = nb + 16 * r + g, n8 = ng + 8;
 #pragma unroll
-    for (int i = 0; i < 4 * T; i++) {
-        float v = red[0][lane][i];
-        for (int w = 1; w < warps; w++) v += red[w][lane][i];
-        int t = i / 4, e = i % 4;
-        int64_t r = m0 + 8 * t + 2 * cq + (e & 1), col = e < 2 ? ng : n8;
-        if (r >= m1 || col >= a.N) continue;
-        if (a.part) a.part[((int64_t)blockIdx.z * a.M + r) * a.N + col] = v;
-        else gpu_st(a.y.p, a.y.dtype, r * a.y.stride[0] + col, a.alpha * v);
+            for (int i = 0; i < 4 * T; i++) {
+                float v = red[0][lane][i];
+                for (int w = 1; w < warps; w++) v += red[w][lane][i];
+                int t = i / 4, e = i % 4;
+                int64_t row = m0 + 8 * t + 2 * cq + (e & 1), col = e < 2 ? ng : n8;
+                if (row >= m1 || col >= a.N) continue;
+                if (a.part) a.part[((int64_t)blockIdx.z * a.M + row) * a.N + col] = v;
+                else gpu_st(a.y.p, a.y.dtype, row * a.y.stride[0] + col, a.alpha * v);
+            }
+        }
+        if (r + 1 < R) __syncthreads(); /* red is rewritten for the next group */
     }
 #endif
 }
@@ -734,19 +764,25 @@ static dsrt_status fp8_gemv(const dsrt_gpu_ctx *c, fp8_args *a, const dsrt_gpu_t
         splits = (a->nkb + a->kb_per - 1) / a->kb_per;
     }
     if (splits > 1) DSRT_TRY(gpu_scratch(c, sizeof(float) * (size_t)(splits * a->M * a->N), (void **)&a->part));
-    dim3 grid(gpu_blocks(a->N, FS_ROWS), tiles, (unsigned)splits);
+    /* A grouped GEMM with short K (a MoE down projection: 16 K blocks, ~100k blocks of 32 KB at batch
+     * 64) spends its time starting blocks and filling rings: a block then takes four row groups in
+     * turn, its rings running on across them (the down projections 1.44 -> ~1.2 ms at batch 64; the
+     * step 14.65 -> 13.92 ms). Dense short-K GEMVs are not measured with it yet. */
+    a->row_groups = a->sched && a->nkb <= 16 && a->N >= 4 * FS_ROWS ? 4 : 1;
+    unsigned wblocks = gpu_blocks(a->N, FS_ROWS * a->row_groups);
+    dim3 grid(wblocks, tiles, (unsigned)splits);
     /* A dense M of several token tiles reads each weight block once per tile: with the tiles along x,
      * the blocks of one weight block start together and all but the first find it in L2 (M = 64,
      * 7168x16384: 190 -> 151 us). */
     a->tile_first = !a->sched && tiles > 1;
-    if (a->tile_first) grid = dim3(tiles, gpu_blocks(a->N, FS_ROWS), (unsigned)splits);
+    if (a->tile_first) grid = dim3(tiles, wblocks, (unsigned)splits);
     /* enough K blocks per warp to fill its ring: short K gets fewer warps a block, so more blocks
      * (and their weight blocks in flight) fit on an SM */
     int64_t nw = a->kb_per / FS_STAGES;
     unsigned threads = 32 * (unsigned)(nw < 1 ? 1 : nw > FS_WARPS ? FS_WARPS : nw);
     /* one weight-scale row serves the block's 16 rows when the scale blocks are a multiple of 16 tall */
     a->ws_rows = a->w.sblock[0] % FS_ROWS == 0 ? 1 : FS_ROWS;
-    size_t smem = fs_smem_bytes(t, threads, a->kb_per, a->ws_rows);
+    size_t smem = fs_smem_bytes(t, threads, a->kb_per, a->ws_rows, a->row_groups);
     void (*k)(fp8_args) = native ? (t == 2 ? k_fp8_gemv<true, 2> : k_fp8_gemv<true, 1>)
                                  : (t == 2 ? k_fp8_gemv<false, 2> : k_fp8_gemv<false, 1>);
     DSRT_TRY(gpu_smem_limit(c, (const void *)k, smem, name));

@@ -647,7 +647,7 @@ END_TEST
 
 START_TEST(t_linear_grouped)
 {
-    int64_t R = 100, K = 256, N = 192, G = 6;
+    int64_t R = 100, K = 256, N = 200, G = 6; /* N: 3 blocks of four 16-row groups and a partial one (few-rows kernel) */
     int32_t off[7] = {0, 10, 10, 45, 60, 90, 97};
     /* v = 0: FP8 (128-row tiles at this size); 1: bf16; 2: FP8 through the few-rows kernel, forced with
      * DSRT_<BACKEND>_FP8_SKINNY=1 (groups of 0 to 35 rows: several 16-row tiles, partial ones, an empty group) */
