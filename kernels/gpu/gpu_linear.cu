@@ -286,8 +286,9 @@ extern "C" dsrt_status dsrt_gpu_head_linear(const dsrt_gpu_ctx *c, const dsrt_op
  * operands arrive as e4m3 bytes through cp.async into a 3-stage ring; rows are 128 bytes with their
  * 32-byte segments XOR-swizzled by (row & 3) so that the 8-byte fragment loads of a warp hit 32
  * different banks. Each K block accumulates in `part`, then is promoted into `acc` with
- * sa(m) * sb(n) (DeepSeek's 128-wide promotion; exact products, fp32 sums). Two inner forms:
- * native e4m3 mma (sm_89+) and e4m3 -> f16 on the fly (sm_80). */
+ * sa(m) * sb(n) (DeepSeek's 128-wide promotion; exact products, fp32 sums). Each fragment word is
+ * converted to f16 once (the hardware e4m3x2 conversion on sm_89+, bit moves on sm_80) and fed to
+ * f16 mma. */
 
 #define FM_BM 128
 #define FM_BN 128
@@ -311,6 +312,24 @@ typedef struct fp8_args {
     int tile_first;  /* the GEMV's grid: x the token tiles, y the weight blocks (see fp8_gemv) */
     int row_groups;  /* the GEMV's 16-row groups a block takes one after another */
 } fp8_args;
+
+#ifdef DSRT_GPU_HAVE_MMA
+/* Four e4m3 (bytes 0..3 of w) as two f16x2: bytes 0,1 -> lo, bytes 2,3 -> hi. NATIVE (sm_89+): the
+ * hardware conversion, exact; else bit moves that scale by 2^-8 (DSRT_FP8_F16_UNSCALE undoes two). */
+template <bool NATIVE> GPU_DEV void fp8_cvt(uint32_t w, uint32_t &lo, uint32_t &hi)
+{
+    if (NATIVE) {
+#if __CUDA_ARCH__ >= 890
+        asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.rn.f16x2.e4m3x2 %0, l;\ncvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
+            : "=r"(lo), "=r"(hi)
+            : "r"(w));
+#endif
+    } else {
+        lo = gpu_e4m3x2_lo_f16(w);
+        hi = gpu_e4m3x2_hi_f16(w);
+    }
+}
+#endif
 
 #ifdef DSRT_GPU_HAVE_MMA
 GPU_DEV int fm_seg(int row, int seg) { return seg ^ (row & 3); }
@@ -396,43 +415,22 @@ static __global__ void __launch_bounds__(256, 1) k_fp8_gemm(fp8_args a)
                 int r = wn * 32 + nt * 8 + g;
                 br[nt] = *(const uint2 *)(Bs + r * FM_BK + fm_seg(r, j) * 32 + cq * 8);
             }
-            if (NATIVE) {
-#if __CUDA_ARCH__ >= 890
+            /* each operand word converted once, then f16 mma (Hopper has no e4m3 mma.sync: ptxas
+             * expanded one into conversions of both operands for every product, 4x the work) */
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                uint32_t af[4][4], bf[4][2];
+#pragma unroll
+                for (int mt = 0; mt < 4; mt++) {
+                    fp8_cvt<NATIVE>(h ? ar[mt][0].y : ar[mt][0].x, af[mt][0], af[mt][2]);
+                    fp8_cvt<NATIVE>(h ? ar[mt][1].y : ar[mt][1].x, af[mt][1], af[mt][3]);
+                }
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) fp8_cvt<NATIVE>(h ? br[nt].y : br[nt].x, bf[nt][0], bf[nt][1]);
 #pragma unroll
                 for (int mt = 0; mt < 4; mt++)
 #pragma unroll
-                    for (int nt = 0; nt < 4; nt++) {
-                        float *d = part[mt][nt];
-                        asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, "
-                                     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                                     : "r"(ar[mt][0].x), "r"(ar[mt][1].x), "r"(ar[mt][0].y), "r"(ar[mt][1].y),
-                                       "r"(br[nt].x), "r"(br[nt].y));
-                    }
-#endif
-            } else {
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    uint32_t af[4][4], bf[4][2];
-#pragma unroll
-                    for (int mt = 0; mt < 4; mt++) {
-                        uint32_t w0 = h ? ar[mt][0].y : ar[mt][0].x, w1 = h ? ar[mt][1].y : ar[mt][1].x;
-                        af[mt][0] = gpu_e4m3x2_lo_f16(w0);
-                        af[mt][1] = gpu_e4m3x2_lo_f16(w1);
-                        af[mt][2] = gpu_e4m3x2_hi_f16(w0);
-                        af[mt][3] = gpu_e4m3x2_hi_f16(w1);
-                    }
-#pragma unroll
-                    for (int nt = 0; nt < 4; nt++) {
-                        uint32_t w0 = h ? br[nt].y : br[nt].x;
-                        bf[nt][0] = gpu_e4m3x2_lo_f16(w0);
-                        bf[nt][1] = gpu_e4m3x2_hi_f16(w0);
-                    }
-#pragma unroll
-                    for (int mt = 0; mt < 4; mt++)
-#pragma unroll
-                        for (int nt = 0; nt < 4; nt++) gpu_mma_f16(part[mt][nt], af[mt], bf[nt]);
-                }
+                    for (int nt = 0; nt < 4; nt++) gpu_mma_f16(part[mt][nt], af[mt], bf[nt]);
             }
         }
         /* promote this K block: acc += part * (sa * sb) */
@@ -514,28 +512,14 @@ static size_t fs_smem_bytes(int T, unsigned threads, int64_t kb_per, int wrows, 
 }
 
 #ifdef DSRT_GPU_HAVE_MMA
-/* Four e4m3 (bytes 0..3 of w) as two f16x2: bytes 0,1 -> lo, bytes 2,3 -> hi. */
-template <bool NATIVE> GPU_DEV void fs_cvt(uint32_t w, uint32_t &lo, uint32_t &hi)
-{
-    if (NATIVE) {
-#if __CUDA_ARCH__ >= 890
-        asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.rn.f16x2.e4m3x2 %0, l;\ncvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
-            : "=r"(lo), "=r"(hi)
-            : "r"(w));
-#endif
-    } else {
-        lo = gpu_e4m3x2_lo_f16(w);
-        hi = gpu_e4m3x2_hi_f16(w);
-    }
-}
 
 /* part += W(rows g, g+8: words wg, w8) x X(token g: word x) over one mma step of 16 K positions. */
 template <bool NATIVE> GPU_DEV void fs_step(float *part, uint32_t wg, uint32_t w8, uint32_t x)
 {
     uint32_t a[4], b[2];
-    fs_cvt<NATIVE>(wg, a[0], a[2]);
-    fs_cvt<NATIVE>(w8, a[1], a[3]);
-    fs_cvt<NATIVE>(x, b[0], b[1]);
+    fp8_cvt<NATIVE>(wg, a[0], a[2]);
+    fp8_cvt<NATIVE>(w8, a[1], a[3]);
+    fp8_cvt<NATIVE>(x, b[0], b[1]);
     gpu_mma_f16(part, a, b);
 }
 
@@ -818,7 +802,7 @@ extern "C" dsrt_status dsrt_gpu_fp8_gemm_mma(const dsrt_gpu_ctx *c, const uint8_
     a.alpha = alpha;
     a.early_fetch = c->params_settled;
     if (M == 0 || a.N == 0) return DSRT_OK;
-    /* The native e4m3 form exists in the sm_90a image only (sm_80 code and its PTX lack it). */
+    /* The hardware e4m3x2 conversion is in the sm_90a image only (sm_80 code and its PTX lack it). */
     bool native = c->cc_major == 9 && c->cc_minor == 0;
     const char *env = getenv(DSRT_GPU_ENV("FP8_MMA"));
     if (env && strcmp(env, "f16") == 0) native = false;
