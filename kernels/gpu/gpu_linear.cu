@@ -751,7 +751,7 @@ static dsrt_status fp8_gemv(const dsrt_gpu_ctx *c, fp8_args *a, const dsrt_gpu_t
     /* A grouped GEMM with short K (a MoE down projection: 16 K blocks, ~100k blocks of 32 KB at batch
      * 64) spends its time starting blocks and filling rings: a block then takes four row groups in
      * turn, its rings running on across them (the down projections 1.44 -> ~1.2 ms at batch 64; the
-     * step 14.65 -> 13.92 ms). Dense short-K GEMVs are not measured with it yet. */
+     * step 14.65 -> 13.92 ms). Dense short-K GEMVs: mixed at M = 1 (docs/cuda.md), one group. */
     a->row_groups = a->sched && a->nkb <= 16 && a->N >= 4 * FS_ROWS ? 4 : 1;
     unsigned wblocks = gpu_blocks(a->N, FS_ROWS * a->row_groups);
     dim3 grid(wblocks, tiles, (unsigned)splits);
