@@ -807,8 +807,8 @@ extern "C" dsrt_status dsrt_gpu_fp8_gemm_mma(const dsrt_gpu_ctx *c, const uint8_
     const char *env = getenv(DSRT_GPU_ENV("FP8_MMA"));
     if (env && strcmp(env, "f16") == 0) native = false;
     /* Few rows (decode; MoE groups of a few rows each): the 16-row kernel, which streams the weights.
-     * A dense M up to 64 takes it too, in tiles of 16 tokens (at 64 rows 1.2-1.8x faster than the
-     * 128-row tiles on V3.2's shapes; at 128 rows mixed, so those stay on the tiles). */
+     * A dense M up to 64 takes it too, in tiles of 16 tokens (at 64 rows 1.1-1.6x faster than the
+     * 128-row tiles on five of V3.2's six shapes; at 128 rows mixed, so those stay on the tiles). */
     int64_t G = offsets && offsets->p ? w->shape[0] : 1;
     const char *sk = getenv(DSRT_GPU_ENV("FP8_SKINNY"));
     bool skinny = offsets && offsets->p ? M <= 4 * G : M <= 64;
