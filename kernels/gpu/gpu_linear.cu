@@ -638,7 +638,8 @@ static __global__ void __launch_bounds__(256, 2) k_fp8_gemv(fp8_args a)
         fs_fetch_x<T>(mine, s, nthr, xr, hx, s < items ? (kb0 + warp + (int64_t)(s % its) * warps) * 128 : 0, s < items);
     __syncthreads(); /* the scale tables */
     int rgw = wrows == 1 ? 0 : g, r8w = wrows == 1 ? 0 : g + 8;
-    int slot = 0, it = 0;
+    /* the item FS_STAGES ahead, refilled this iteration: its row group and K block, counted, not divided */
+    int slot = 0, it = 0, nr = its ? FS_STAGES / its : 0, nj = its ? FS_STAGES % its : 0;
     for (int r = 0; r < R; r++) {
         float acc[T][4];
 #pragma unroll
@@ -654,13 +655,16 @@ static __global__ void __launch_bounds__(256, 2) k_fp8_gemv(fp8_args a)
 #pragma unroll
             for (int i = 0; i < 2 * T; i++) xv[i] = d[(4 + i) * nthr];
             asm volatile("" ::: "memory"); /* the slot is read before it is refilled */
-            int nx = it + FS_STAGES;
-            bool more = nx < items;
+            bool more = it + FS_STAGES < items;
             const uint8_t *rg = NULL, *r8 = NULL;
             int64_t off = 0;
             if (more) {
-                fs_rows(a, wb, nb, nx / its, g, &rg, &r8);
-                off = (kb0 + warp + (int64_t)(nx % its) * warps) * 128;
+                fs_rows(a, wb, nb, nr, g, &rg, &r8);
+                off = (kb0 + warp + (int64_t)nj * warps) * 128;
+            }
+            if (++nj == its) {
+                nj = 0;
+                nr++;
             }
             fs_fetch_w<T>(mine, slot, nthr, rg + off, r8 + off, more);
             fs_fetch_x<T>(mine, slot, nthr, xr, hx, off, more);
